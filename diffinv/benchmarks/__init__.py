@@ -1,0 +1,1 @@
+"""Benchmark problems with exact posteriors."""

@@ -1,0 +1,141 @@
+r"""The one interface every posterior sampler implements, and what it returns.
+
+A sampler is built from a frozen config dataclass and exposes
+
+    sample(prior, problem, num_samples, generator, device, dtype) -> SampleResult
+
+where ``problem`` is an :class:`InverseProblem` (operator A, observation y, noise σ_y). The base
+class wraps the prior in :class:`~diffinv.priors.base.CountingPrior` (forward / backward evaluation
+counts and the time spent in them), times the run, and rejects non-finite output with
+:class:`SamplingError`. Subclasses implement only ``_run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from diffinv.operators.base import LinearOperator
+from diffinv.operators.noise import GaussianNoise
+from diffinv.priors.base import CountingPrior, DiffusionPrior
+
+
+class SamplingError(RuntimeError):
+    """A sampler failed at run time (e.g. NaN or infinite values appeared)."""
+
+
+@dataclass(frozen=True, eq=False)
+class InverseProblem:
+    """y = A x + noise, for one observation.
+
+    operator : A with in_shape = the prior's shape; y : (*operator.out_shape); noise : GaussianNoise.
+    """
+
+    operator: LinearOperator
+    y: Tensor
+    noise: GaussianNoise
+
+    def __post_init__(self) -> None:
+        if tuple(self.y.shape) != tuple(self.operator.out_shape):
+            raise ValueError(f"y: expected shape {tuple(self.operator.out_shape)}, "
+                             f"got {tuple(self.y.shape)}")
+        if not bool(torch.isfinite(self.y).all()):
+            raise ValueError("y: contains NaN or infinite values")
+
+    @property
+    def sigma_y(self) -> float:
+        return self.noise.sigma
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+        """y as a (1, *out_shape) batch on ``device`` in ``dtype``."""
+        return self.y.to(device=device, dtype=dtype)[None]
+
+
+@dataclass
+class SampleResult:
+    """Samples and diagnostics of one sampler run.
+
+    samples : (num_samples, *shape) on the CPU.
+    nfe_forward, nfe_backward : prior evaluations summed over batch items (one per sample or particle).
+    seconds : wall time of the run; prior_seconds : the part spent inside prior evaluations.
+    diagnostics : sampler-specific data (SMC: ``ess`` (steps,), ``resampled`` (steps,), ``log_z``).
+    """
+
+    samples: Tensor
+    nfe_forward: int
+    nfe_backward: int
+    seconds: float
+    prior_seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def overhead(self) -> float:
+        """Total time over the time spent in prior evaluations (1.0 = no overhead)."""
+        return self.seconds / self.prior_seconds if self.prior_seconds > 0 else float("inf")
+
+
+class Sampler(ABC):
+    """Base class: ``Config`` is the frozen dataclass of hyper-parameters (with the paper defaults)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    needs_svd: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        config = config if config is not None else self.Config()
+        if overrides:
+            names = {f.name for f in dataclasses.fields(config)}
+            unknown = sorted(set(overrides) - names)
+            if unknown:
+                raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; "
+                                 f"expected one of {', '.join(sorted(names))}")
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    def check(self, prior: DiffusionPrior, problem: InverseProblem) -> None:
+        """Validate the pairing of prior, problem and sampler (one-line ValueErrors)."""
+        if tuple(problem.operator.in_shape) != tuple(prior.shape):
+            raise ValueError(f"operator: input shape {tuple(problem.operator.in_shape)} does not "
+                             f"match the prior's data shape {tuple(prior.shape)}")
+        if self.needs_svd and not problem.operator.has_svd:
+            raise ValueError(f"{self.name}: needs an operator with an SVD; "
+                             f"{type(problem.operator).__name__} has none")
+        if self.needs_grad and not prior.differentiable:
+            raise ValueError(f"{self.name}: needs a differentiable prior")
+
+    def sample(self, prior: DiffusionPrior, problem: InverseProblem, num_samples: int,
+               generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, max_batch: int | None = None) -> SampleResult:
+        """Draw ``num_samples`` approximate posterior samples (see the class docstring)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples: expected a positive integer, got {num_samples}")
+        self.check(prior, problem)
+        counting = CountingPrior(prior, max_batch=max_batch)
+        start = time.perf_counter()
+        samples, diagnostics = self._run(counting, problem, num_samples, generator,
+                                         torch.device(device), dtype)
+        seconds = time.perf_counter() - start
+        samples = samples.detach()
+        if not bool(torch.isfinite(samples).all()):
+            raise SamplingError(f"{self.name}: non-finite values appeared during sampling")
+        return SampleResult(samples=samples.cpu(), nfe_forward=counting.stats.forward,
+                            nfe_backward=counting.stats.backward, seconds=seconds,
+                            prior_seconds=counting.stats.seconds, diagnostics=diagnostics)
+
+    @abstractmethod
+    def _run(self, prior: CountingPrior, problem: InverseProblem, num_samples: int,
+             generator: torch.Generator | None, device: torch.device,
+             dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
+        """Return samples (num_samples, *shape) and a diagnostics dict."""
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A sampler config as a plain dict (for JSON records)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,19 @@
+"""The sampler registry: name → class. Adding a sampler = one file + one line here."""
+
+from __future__ import annotations
+
+from diffinv.samplers.base import Sampler
+from diffinv.samplers.exact import ExactSampler
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "exact": ExactSampler,
+}
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """Look up a sampler class; unknown names raise a one-line ValueError."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"sampler: unknown name {name!r}; expected one of "
+                         f"{', '.join(SAMPLERS)}") from None
