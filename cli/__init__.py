@@ -1,0 +1,1 @@
+"""The diffinv command-line interface (Typer). Thin: options → config → one library call."""

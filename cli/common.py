@@ -1,0 +1,92 @@
+"""Shared CLI plumbing: one-line errors, progress bars on stderr, option parsing helpers."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from diffinv.samplers.base import SamplingError
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on one line to stderr and return an Exit to raise."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn exceptions into one error line: bad input → exit 2, run-time failure → exit 1.
+
+    Set DIFFINV_DEBUG=1 to see the traceback instead.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get("DIFFINV_DEBUG"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__, 2) from None
+        except SamplingError as err:
+            raise fail(str(err), 1) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception as err:  # noqa: BLE001 - the CLI must never show a traceback
+            raise fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1) from None
+
+    return wrapper
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """['dcps.lr=0.5', 'dps.zeta=1'] → {'dcps': {'lr': 0.5}, 'dps': {'zeta': 1}} (values read as YAML)."""
+    result: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        sampler, dot, option = key.partition(".")
+        if not sep or not dot or not sampler or not option:
+            raise ValueError(f"set: expected SAMPLER.OPTION=VALUE, got {item!r}")
+        result.setdefault(sampler.strip(), {})[option.strip()] = yaml.safe_load(value)
+    return result
+
+
+def split_names(text: str | None) -> tuple[str, ...]:
+    """'dps,mcgdiff' → ('dps', 'mcgdiff'); None → ()."""
+    if not text:
+        return ()
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@contextmanager
+def progress_bar(total: int, quiet: bool = False):
+    """A rich progress bar with ETA on stderr; yields a callback(description) that advances it."""
+    if quiet:
+        yield lambda _description: None
+        return
+    columns = [TextColumn("{task.description:<24}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task("starting", total=total)
+        state = {"started": False}
+
+        def advance(description: str) -> None:
+            if state["started"]:
+                progress.advance(task)
+            state["started"] = True
+            progress.update(task, description=description)
+
+        yield advance
+        progress.update(task, completed=total, description="done")
