@@ -51,8 +51,8 @@ def compare(
     seeds: Annotated[str, typer.Option(help="A count (20 → 0..19), a range (5-9) or a list (3,7).")] = "1",
     samplers: Annotated[str, typer.Option(help="Comma-separated sampler names (default: all).")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples per sampler and seed.")] = 2000,
-    steps: Annotated[int | None, typer.Option(help="Diffusion steps for every sampler that has them.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Sampler option, e.g. dcps.lr=0.5 (repeat).")]
+    steps: Annotated[int | None, typer.Option(help="Diffusion steps for samplers that have them.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Sampler option, e.g. dcps.lr=0.5.")]
     = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float64",

@@ -1,4 +1,4 @@
-"""The generic battery every registered sampler passes (shapes, determinism, no graph leak, beats the prior)."""
+"""The generic battery for every registered sampler: shapes, determinism, no graph leak, beats the prior."""
 
 from __future__ import annotations
 
