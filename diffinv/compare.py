@@ -17,7 +17,6 @@ import dataclasses
 import io
 import json
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,23 +192,25 @@ def save_samples(saved: dict[str, dict[str, np.ndarray]], folder: Path) -> None:
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per sampler: SW median / mean / sd over seeds, mean Δw, NFE per sample, s per 1000 samples."""
+    """Per sampler: SW median / mean / sd over seeds, Δw mean / sd, NFE per sample, s per 1000 samples."""
     rows = []
     for name in dict.fromkeys(r["sampler"] for r in records):
         rs = [r for r in records if r["sampler"] == name]
-        sw = [r["sw"] for r in rs]
+        sw = np.array([r["sw"] for r in rs], dtype=np.float64)
+        dw = np.array([r["weight_error"] for r in rs], dtype=np.float64)
         n = sum(r["num_samples"] for r in rs)
+        seconds = sum(r["seconds"] for r in rs)
+        prior_seconds = sum(r["prior_seconds"] for r in rs)
         rows.append({
             "sampler": name, "runs": len(rs),
-            "sw_median": statistics.median(sw), "sw_mean": statistics.fmean(sw),
-            "sw_sd": statistics.stdev(sw) if len(sw) > 1 else 0.0,
-            "weight_error_mean": statistics.fmean(r["weight_error"] for r in rs),
-            "weight_error_sd": statistics.stdev([r["weight_error"] for r in rs]) if len(rs) > 1 else 0.0,
+            "sw_median": float(np.median(sw)), "sw_mean": float(sw.mean()),
+            "sw_sd": float(sw.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "weight_error_mean": float(dw.mean()),
+            "weight_error_sd": float(dw.std(ddof=1)) if len(rs) > 1 else 0.0,
             "nfe_forward_per_sample": sum(r["nfe_forward"] for r in rs) / n,
             "nfe_backward_per_sample": sum(r["nfe_backward"] for r in rs) / n,
-            "seconds_per_1000": 1000 * sum(r["seconds"] for r in rs) / n,
-            "overhead": (sum(r["seconds"] for r in rs) / sum(r["prior_seconds"] for r in rs)
-                         if sum(r["prior_seconds"] for r in rs) > 0 else math.nan),
+            "seconds_per_1000": 1000 * seconds / n,
+            "overhead": seconds / prior_seconds if prior_seconds > 0 else math.nan,
         })
     return rows
 

@@ -47,11 +47,11 @@ def sliced_wasserstein(x: Tensor, y: Tensor, num_directions: int = 100,
 def estimate_mixture_weights(samples: Tensor, mixture: GaussianMixture,
                              num_iterations: int = 10) -> Tensor:
     """Weights (K,) of ``mixture``'s components that best explain ``samples`` (fixed components)."""
-    comp = mixture.component_log_prob(samples) - mixture.log_weights  # (n, K): log N(x_i; μ_j, Σ_j)
+    comp = mixture.component_log_density(samples)  # (n, K): log N(x_i; μ_j, Σ_j)
     log_w = mixture.log_weights.clone()
     for _ in range(num_iterations):
         resp = torch.softmax(comp + log_w, dim=-1)
-        log_w = torch.log(resp.mean(0).clamp_min(1e-300))
+        log_w = torch.log(resp.mean(0))
     return log_w.exp()
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from pathlib import Path
+import pkgutil
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from diffinv.metrics import sliced_wasserstein
 from diffinv.operators import DenseOperator, GaussianNoise
 from diffinv.priors.base import Denoised
 from diffinv.rng import make_generator
-from diffinv.samplers import SAMPLERS, InverseProblem, SamplingError
+from diffinv.samplers import SAMPLERS, InverseProblem, Sampler, SamplingError
 
 NAMES = list(SAMPLERS)
 
@@ -36,11 +37,14 @@ def tiny():
     return make_problem(4, 2, seed=1)
 
 
-def test_every_sampler_module_is_registered():
-    folder = Path(samplers_pkg.__file__).parent
-    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "base", "registry"}
-    registered = {cls.__module__.rsplit(".", 1)[-1] for cls in SAMPLERS.values()}
-    assert modules <= registered, f"sampler modules missing from the registry: {modules - registered}"
+def test_every_sampler_class_is_registered():
+    found = set()
+    for info in pkgutil.iter_modules(samplers_pkg.__path__):
+        module = importlib.import_module(f"diffinv.samplers.{info.name}")
+        found |= {obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, Sampler)
+                  and obj is not Sampler and obj.__module__ == module.__name__}
+    missing = found - set(SAMPLERS.values())
+    assert not missing, f"sampler classes missing from the registry: {missing}"
     for name, cls in SAMPLERS.items():
         assert cls.name == name
         assert cls.__doc__ and cls.__doc__.strip(), f"{name}: needs a one-line summary docstring"

@@ -119,7 +119,8 @@ class SVDOperator(LinearOperator):
     def singulars(self) -> Tensor:
         """s, shape (k,) with k = min(m, d), non-negative."""
 
-    def _pad(self, z: Tensor, size: int) -> Tensor:
+    def pad(self, z: Tensor, size: int) -> Tensor:
+        """Zero-pad spectral coordinates (B, k) to (B, size)."""
         if z.shape[1] == size:
             return z
         return torch.cat([z, z.new_zeros(z.shape[0], size - z.shape[1])], dim=1)
@@ -139,14 +140,14 @@ class SVDOperator(LinearOperator):
     def A(self, x: Tensor) -> Tensor:
         s = self.singulars().to(x)
         xb = self.Vt(x)[:, : s.numel()]
-        return self.U(self._pad(s * xb, self.out_dim))
+        return self.U(self.pad(s * xb, self.out_dim))
 
     def At(self, y: Tensor) -> Tensor:
         s = self.singulars().to(y)
         yb = self.Ut(y)[:, : s.numel()]
-        return self.V(self._pad(s * yb, self.in_dim))
+        return self.V(self.pad(s * yb, self.in_dim))
 
     def pinv(self, y: Tensor, max_iter: int | None = None, tol: float = 1e-10) -> Tensor:
         s_inv = self.inverse_singulars().to(y)
         yb = self.Ut(y)[:, : s_inv.numel()]
-        return self.V(self._pad(s_inv * yb, self.in_dim))
+        return self.V(self.pad(s_inv * yb, self.in_dim))

@@ -127,6 +127,10 @@ class GaussianMixture:
 
     def component_log_prob(self, x: Tensor) -> Tensor:
         """log w_k + log N(x; μ_k, Σ_k) for x of shape (n, *shape) → (n, K)."""
+        return self.log_weights + self.component_log_density(x)
+
+    def component_log_density(self, x: Tensor) -> Tensor:
+        """log N(x; μ_k, Σ_k) for x of shape (n, *shape) → (n, K)."""
         x = x.reshape(x.shape[0], -1).to(torch.float64)
         diff = x[:, None, :] - self.means[None]  # (n, K, d)
         if self.variances is not None:
@@ -136,7 +140,7 @@ class GaussianMixture:
             z = torch.einsum("kji,nkj->nki", self.eigvecs, diff)
             quad = (z**2 / self.eigvals).sum(-1)
             logdet = torch.log(self.eigvals).sum(-1)
-        return self.log_weights - 0.5 * (quad + logdet + self.dim * LOG_2PI)
+        return -0.5 * (quad + logdet + self.dim * LOG_2PI)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x), shape (n,)."""

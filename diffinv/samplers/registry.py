@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from diffinv.samplers.base import Sampler
+from diffinv.samplers.dps import DPSSampler
 from diffinv.samplers.exact import ExactSampler
+from diffinv.samplers.pgdm import PGDMSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
+    "dps": DPSSampler,
+    "pgdm": PGDMSampler,
     "exact": ExactSampler,
 }
 
