@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from diffinv.samplers.base import Sampler
+from diffinv.samplers.ddrm import DDRMSampler
 from diffinv.samplers.dps import DPSSampler
 from diffinv.samplers.exact import ExactSampler
+from diffinv.samplers.mcgdiff import MCGDiffSampler
 from diffinv.samplers.pgdm import PGDMSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "dps": DPSSampler,
     "pgdm": PGDMSampler,
+    "mcgdiff": MCGDiffSampler,
+    "ddrm": DDRMSampler,
     "exact": ExactSampler,
 }
 
