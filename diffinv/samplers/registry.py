@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diffinv.samplers.base import Sampler
+from diffinv.samplers.dcps import DCPSSampler
 from diffinv.samplers.ddrm import DDRMSampler
 from diffinv.samplers.dps import DPSSampler
 from diffinv.samplers.exact import ExactSampler
@@ -13,6 +14,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "dps": DPSSampler,
     "pgdm": PGDMSampler,
     "mcgdiff": MCGDiffSampler,
+    "dcps": DCPSSampler,
     "ddrm": DDRMSampler,
     "exact": ExactSampler,
 }

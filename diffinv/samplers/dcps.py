@@ -1,0 +1,131 @@
+r"""DCPS — Divide-and-Conquer Posterior Sampling (Janati, Moufad, Durmus, Moulines, Olsson, NeurIPS 2024).
+
+Blocks with boundaries 0 = k_0 < k_1 < … < k_L = T−1 (L = ``num_blocks`` counts *blocks*; the
+official code's L = 4 counts boundaries, i.e. 3 blocks). Block ℓ targets π_ℓ ∝ g_ℓ · p_{k_ℓ} with
+
+    g_ℓ(z) = N(√ᾱ_{k_ℓ} y; A z, σ_y² I)   (σ_{y,ℓ} = σ_y as in the code; the last block: g_0 = likelihood).
+
+From the top (x ~ N(0, I) at T−1), for each block [k_low, k_high] (samplers.md §6.2–6.5):
+
+    a. M tamed-ULA steps at k_high on β̂(x) p_{k_high}(x), drift
+       G(x) = ∇_x log g_ℓ(μ(x)) + ∇ log p_{k_high}(x), μ(x) = bridge mean k_high → k_low (1 fwd + 1 bwd);
+    b. for consecutive grid times t > t' of the block: prior kernel N(μ_p, σ_p²) = DDIM(η = 1) bridge
+       t → t' at x_t (1 fwd); fit a diagonal Gaussian N(m, e^{2s}) to ∝ β̂(x') N(x'; μ_p, σ_p²) with K
+       normalised-gradient steps (``variational.fit_gaussian_kernel``) on the one-sample loss
+       ‖ỹ_ℓ − A z‖²/(2σ_y²), z = bridge(x' → k_low) sample (1 fwd + 1 bwd each when t' > k_low); draw
+       x_{t'} ~ N(m, e^{2s}).
+
+Choices: the block grids are deduplicated (pitfall S20); in the last block the bridge to k_low is the
+bridge to clean data (x̂0, a DPS-like term); the last block runs down to t' = 0 and we return
+x̂0(x_0, 0) (1 extra forward evaluation; the official code stops at b_1 ≈ 3 with residual noise, S21);
+when t' = k_low the bridge is the identity and no network call is made (the code wastes one).
+Defaults are the official image demo's: 3 blocks, 300 steps, M = 5, γ = 1e-3, K = 2, lr = 1.5.
+
+Notation: ``k_low, k_high`` block ends, ``y_tilde`` √ᾱ_{k_low} y, ``gamma`` γ, ``lr`` normalised step,
+``mu_p, sigma_p`` the prior kernel, ``m, s`` variational mean and log-std.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffinv.mcmc.langevin import tamed_ula_step
+from diffinv.priors.base import CountingPrior
+from diffinv.rng import randn
+from diffinv.samplers.base import InverseProblem, Sampler
+from diffinv.samplers.variational import fit_gaussian_kernel
+from diffinv.schedules import CLEAN, bridge_coefficients, eps_to_score
+
+
+@dataclass(frozen=True)
+class DCPSConfig:
+    """DCPS settings (official image demo): 3 blocks, 300 steps in all, M = 5, γ = 1e-3, K = 2, lr = 1.5."""
+
+    num_blocks: int = 3
+    num_steps: int = 300
+    langevin_steps: int = 5
+    gamma: float = 1e-3
+    gradient_steps: int = 2
+    lr: float = 1.5
+
+
+def block_boundaries(num_timesteps: int, num_blocks: int) -> list[int]:
+    """k_0 = 0 < … < k_L = T − 1 (rounded linspace)."""
+    return [int(k) for k in torch.linspace(0, num_timesteps - 1, num_blocks + 1).round().long()]
+
+
+def block_grid(k_low: int, k_high: int, num_steps: int) -> list[int]:
+    """Descending distinct times from k_high to k_low (``num_steps`` intervals at most)."""
+    grid = torch.linspace(k_high, k_low, num_steps + 1).round().long().tolist()
+    return list(dict.fromkeys(int(t) for t in grid))
+
+
+class DCPSSampler(Sampler):
+    """DCPS: blocks of tamed Langevin + per-step variational Gaussian kernels towards partial posteriors."""
+
+    name = "dcps"
+    Config = DCPSConfig
+    needs_grad = True
+
+    def _run(self, prior: CountingPrior, problem: InverseProblem, num_samples: int,
+             generator: torch.Generator | None, device: torch.device,
+             dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
+        cfg = self.config
+        if cfg.num_blocks < 1 or cfg.num_steps < cfg.num_blocks:
+            raise ValueError("num_blocks, num_steps: expected 1 ≤ num_blocks ≤ num_steps")
+        if problem.sigma_y <= 0:
+            raise ValueError("sigma_y: dcps needs sigma_y > 0 (its potentials are Gaussian in y)")
+        sched, op = prior.schedule, problem.operator
+        y = problem.to(device, dtype)
+        var_y = problem.sigma_y**2
+        bounds = block_boundaries(sched.num_timesteps, cfg.num_blocks)
+        x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
+        ula_grad_norms = []
+
+        def bridge_mean(z: Tensor, t: int, k_low: int, sample: bool) -> Tensor:
+            """Mean (or a sample, if ``sample``) of the η = 1 bridge from t to k_low at z."""
+            if t == k_low:
+                return z
+            c = bridge_coefficients(sched.alpha_bar_at(t), sched.alpha_bar_at(k_low), 1.0)
+            out = c.c_x * z + c.c_0 * prior.denoise(z, t).x0
+            return out + c.sigma * randn(z.shape, generator, like=z) if sample else out
+
+        for ell in reversed(range(cfg.num_blocks)):
+            k_high = bounds[ell + 1]
+            k_low = bounds[ell] if ell > 0 else CLEAN
+            y_tilde = math.sqrt(sched.alpha_bar_at(k_low)) * y
+
+            def neg_log_g(z: Tensor, y_tilde: Tensor = y_tilde) -> Tensor:
+                return ((y_tilde - op.A(z)) ** 2).reshape(z.shape[0], -1).sum(-1) / (2 * var_y)
+
+            # a. tamed ULA at k_high on β̂(x) p_{k_high}(x)
+            for _ in range(cfg.langevin_steps):
+                with torch.enable_grad():
+                    x_req = x.detach().requires_grad_(True)
+                    out = prior.denoise(x_req, k_high)
+                    c = bridge_coefficients(sched.alpha_bar_at(k_high), sched.alpha_bar_at(k_low), 1.0)
+                    (g,) = torch.autograd.grad(-neg_log_g(c.c_x * x_req + c.c_0 * out.x0).sum(), x_req)
+                drift = g + eps_to_score(out.eps.detach(), sched.alpha_bar_at(k_high))
+                ula_grad_norms.append(float(drift.reshape(num_samples, -1).norm(dim=1).mean()))
+                x = tamed_ula_step(x.detach(), drift, cfg.gamma, generator)
+            # b. variational kernels along the block grid (the last block goes down to t' = 0)
+            grid = block_grid(max(k_low, 0), k_high, cfg.num_steps // cfg.num_blocks)
+            for t, t_next in zip(grid[:-1], grid[1:], strict=True):
+                c = bridge_coefficients(sched.alpha_bar_at(t), sched.alpha_bar_at(t_next), 1.0)
+                with torch.no_grad():
+                    mu_p = c.c_x * x + c.c_0 * prior.denoise(x, t).x0
+
+                def potential(u: Tensor, t_next: int = t_next, neg_log_g=neg_log_g, k_low=k_low) -> Tensor:
+                    return neg_log_g(bridge_mean(u, t_next, k_low, sample=True))
+
+                m, s = fit_gaussian_kernel(mu_p, c.sigma, potential, cfg.gradient_steps, cfg.lr, generator)
+                x = m + torch.exp(s) * randn(m.shape, generator, like=m)
+        with torch.no_grad():
+            x = prior.denoise(x, 0).x0
+        resid = (y - op.A(x)).reshape(num_samples, -1).norm(dim=1) / (problem.sigma_y * math.sqrt(op.out_dim))
+        return x.detach(), {"ula_grad_norm": ula_grad_norms, "final_residual": float(resid.mean())}
