@@ -36,11 +36,14 @@ def gaussian_kl(m: Tensor, s: Tensor, mu_p: Tensor, log_sigma_p: float) -> Tenso
 
 
 def fit_gaussian_kernel(mu_p: Tensor, sigma_p: float, potential_fn: Callable[[Tensor], Tensor],
-                        num_steps: int, lr: float,
-                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+                        num_steps: int, lr: float, generator: torch.Generator | None,
+                        num_mc: int = 1) -> tuple[Tensor, Tensor]:
     """Fitted (m, s) (each (B, *shape), s = log-std) for the twisted kernel ∝ e^{−potential} N(μ_p, σ_p²).
 
-    ``potential_fn(u)`` maps a batch u (B, *shape) to per-sample values (B,), differentiably.
+    ``potential_fn(u)`` maps a batch u (B', *shape) to per-sample values (B',), differentiably.
+    ``num_mc`` draws of ξ per step average the expectation (DCPS uses 1). With one draw the
+    normalised step is biased for s (its fixed point solves E[g/‖g‖] = 0, not E[g] = 0); more
+    draws remove that bias.
     """
     if sigma_p <= 0:
         raise ValueError(f"sigma_p: expected a positive prior-kernel std, got {sigma_p}")
@@ -50,8 +53,10 @@ def fit_gaussian_kernel(mu_p: Tensor, sigma_p: float, potential_fn: Callable[[Te
     for _ in range(num_steps):
         with torch.enable_grad():
             m_, s_ = m.requires_grad_(True), s.requires_grad_(True)
-            u = m_ + torch.exp(s_) * randn(m.shape, generator, like=m)
-            loss = potential_fn(u) + gaussian_kl(m_, s_, mu_p, log_sigma_p)
+            xi = randn((num_mc, *m.shape), generator, like=m)
+            u = (m_ + torch.exp(s_) * xi).reshape(num_mc * m.shape[0], *m.shape[1:])
+            expected = potential_fn(u).reshape(num_mc, m.shape[0]).mean(0)
+            loss = expected + gaussian_kl(m_, s_, mu_p, log_sigma_p)
             g_m, g_s = torch.autograd.grad(loss.sum(), (m_, s_))
         m = (m.detach() - lr * _normalised(g_m)).detach()
         s = (s.detach() - lr * _normalised(g_s)).detach()
