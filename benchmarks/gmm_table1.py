@@ -45,12 +45,28 @@ def main() -> None:
     parser.add_argument("--samplers", default="")
     parser.add_argument("--dims", default="10,100")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--merge", default="", help="comma-separated gmm_table1.json files to combine "
+                        "(no sampling; e.g. seed ranges run in parallel)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samplers = tuple(s for s in args.samplers.split(",") if s)
     all_records, sections = [], []
     start = time.perf_counter()
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
+        all_records = [r for part in parts for r in part["records"]]
+        dims = sorted({r["dx"] for r in all_records})
+        sections = [(dx, summarise([r for r in all_records if r["dx"] == dx])) for dx in dims]
+        info = dict(parts[0]["machine"])
+        info["total_seconds"] = sum(p["machine"]["total_seconds"] for p in parts)
+        info["command"] = " && ".join(p["machine"]["command"] for p in parts)
+        info["command"] += " && python benchmarks/gmm_table1.py " + " ".join(sys.argv[1:])
+        write(out, all_records, sections, info, args)
+        return
     for dx in (int(d) for d in args.dims.split(",")):
         config = CompareConfig(dx=dx, dy=1, seeds=parse_seeds(args.seeds), samplers=samplers,
                                num_samples=args.num_samples, dtype="float32")
@@ -61,6 +77,10 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,
             "command": "python benchmarks/gmm_table1.py " + " ".join(sys.argv[1:])}
+    write(out, all_records, sections, info, args)
+
+
+def write(out: Path, all_records, sections, info, args) -> None:
     summaries = {str(dx): rows for dx, rows in sections}
     (out / "gmm_table1.json").write_text(json.dumps({"machine": info, "summary": summaries,
                                                      "records": all_records}, indent=2))
