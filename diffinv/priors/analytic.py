@@ -43,6 +43,27 @@ class GaussianMixturePrior:
         self.schedule = schedule if schedule is not None else linear_schedule()
         self.shape = tuple(mixture.shape)
 
+    def _isotropic(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Fast path for isotropic components, by matrix products only (no (B, K, d) temporaries).
+
+        With a_k = r_k λ_k/λ'_k and b_k = r_k/λ'_k:  x̂0 = r μ + √ᾱ (Σa · x − √ᾱ a μ),
+        ∇ log q_t = −(Σb · x − √ᾱ b μ). Returns log r (B, K) unnormalised, x̂0 and the score (B, d).
+        """
+        mix = self.mixture
+        ab = self.schedule.alpha_bar_at(t)
+        x = x_t.reshape(x_t.shape[0], -1)
+        means = mix.means.to(x)
+        lam = mix.variances.to(x)  # (K,)
+        lam_t = ab * lam + (1 - ab)
+        sq = (x**2).sum(-1, keepdim=True) - 2 * math.sqrt(ab) * x @ means.T + ab * (means**2).sum(-1)
+        log_r = mix.log_weights.to(x) - 0.5 * (sq.clamp_min(0) / lam_t + mix.dim * torch.log(lam_t)
+                                               + mix.dim * LOG_2PI)
+        r = torch.softmax(log_r, dim=-1)
+        a, b = r * (lam / lam_t), r / lam_t
+        x0 = r @ means + math.sqrt(ab) * (a.sum(-1, keepdim=True) * x - math.sqrt(ab) * a @ means)
+        score = -(b.sum(-1, keepdim=True) * x - math.sqrt(ab) * b @ means)
+        return log_r, x0, score
+
     def _terms(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
         """Responsibilities (B, K), and per-component score (B, K, d) and x̂0 (B, K, d)."""
         mix = self.mixture
@@ -71,6 +92,10 @@ class GaussianMixturePrior:
 
     def denoise(self, x_t: Tensor, t: int) -> Denoised:
         check_batch(self, x_t, t)
+        if self.mixture.isotropic:
+            _, x0, score = self._isotropic(x_t, t)
+            eps = -math.sqrt(1 - self.schedule.alpha_bar_at(t)) * score
+            return Denoised(x0=x0.reshape(x_t.shape), eps=eps.reshape(x_t.shape))
         log_r, score_k, x0_k = self._terms(x_t, t)
         r = torch.softmax(log_r, dim=-1)[..., None]  # (B, K, 1)
         ab = self.schedule.alpha_bar_at(t)
