@@ -23,12 +23,14 @@ NAMES = list(SAMPLERS)
 
 
 def quick_sampler(name: str, dx: int):
-    """The sampler with its GMM preset and, where it has `num_steps`, a short grid (fast tests)."""
+    """The sampler with its GMM preset, capped to short grids / few particles (fast tests)."""
     cls = SAMPLERS[name]
     options = gmm_preset(name, dx)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    if "num_steps" in fields:
-        options["num_steps"] = min(options.get("num_steps", 50), 50)
+    caps = {"num_steps": 50, "langevin_steps": 20, "num_particles": 32}
+    for key, cap in caps.items():
+        if key in fields:
+            options[key] = min(options.get(key, cap), cap)
     return cls(**options)
 
 
