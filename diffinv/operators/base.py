@@ -63,6 +63,9 @@ class LinearOperator(ABC):
         r = b.clone()
         p = r.clone()
         rs = (r * r).sum(-1, keepdim=True)
+        # a tolerance below the dtype's resolution is unreachable; iterating past convergence
+        # divides by a vanishing pᵀAᵀAp, so the tolerance is floored at 100·eps(dtype)
+        tol = max(tol, 100 * torch.finfo(b.dtype).eps)
         threshold = tol**2 * rs.clamp_min(torch.finfo(b.dtype).tiny)
         for _ in range(max_iter or 2 * self.in_dim):
             if bool((rs <= threshold).all()):

@@ -7,13 +7,35 @@ a small instance that the shared test battery runs on.
 from __future__ import annotations
 
 from diffinv.operators.base import LinearOperator
+from diffinv.operators.blur import CircularBlur, GaussianBlur, MotionBlur, UniformBlur
+from diffinv.operators.colorization import Colorization
 from diffinv.operators.compose import ComposedOperator
 from diffinv.operators.dense import DenseOperator, SelectOperator
+from diffinv.operators.inpainting import (
+    BoxInpainting,
+    HalfInpainting,
+    Inpainting,
+    Outpainting,
+    RandomInpainting,
+)
+from diffinv.operators.superres import AvgPoolSR, BicubicSR
 
 OPERATORS: dict[str, type[LinearOperator]] = {
     "dense": DenseOperator,
     "select": SelectOperator,
     "compose": ComposedOperator,
+    "sr_avgpool": AvgPoolSR,
+    "sr_bicubic": BicubicSR,
+    "inpaint_mask": Inpainting,
+    "inpaint_box": BoxInpainting,
+    "inpaint_random": RandomInpainting,
+    "inpaint_half": HalfInpainting,
+    "outpaint": Outpainting,
+    "blur_kernel": CircularBlur,
+    "blur_gauss": GaussianBlur,
+    "blur_uniform": UniformBlur,
+    "blur_motion": MotionBlur,
+    "colorize": Colorization,
 }
 
 

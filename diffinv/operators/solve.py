@@ -26,6 +26,7 @@ def solve_normal(op: LinearOperator, b: Tensor, lam: float, max_iter: int = 100,
     r = flat.clone()
     p = r.clone()
     rs = (r * r).sum(-1, keepdim=True)
+    tol = max(tol, 100 * torch.finfo(b.dtype).eps)  # unreachable below the dtype's resolution
     stop = (tol**2) * rs
     for _ in range(max_iter):
         if bool((rs <= stop).all()):
