@@ -3,17 +3,22 @@
 Tuned on seeds 100–104 (never on the benchmark seeds 0–19), d_x = 10, d_y = 1, 2000 samples;
 median SW over those seeds in brackets (see benchmarks/results/ for the benchmark itself):
 
-* dps: ζ' = 0.3 (paper convention), 1000 steps, η = 1 [1.56; ζ' = 1.0 gave 4.06, the GMM harness of
-  the MCGDiff paper used 0.1].
-* pgdm: 300 DDIM steps, η = 1, w = 1 [1.73; 100 steps gave 2.3].
-* ddrm: 1000 steps with η = 1 (η_b = 1) [1.74; the DPS-paper 20 steps / η = 0.85 gave 5.1, 200
-  steps / η = 1 gave 3.5].
-* mcgdiff: the official N = 64 particles and 100 steps, one sample per filter [0.14–0.19, at the
-  exact noise floor; N = 32 and 50 steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds].
+* dps: ζ' = 0.3 (paper convention), 1000 steps, η = 1, returns x̂0 [d_x = 10: 1.54; ζ' = 1.0 gave
+  4.06, the GMM harness of the MCGDiff paper used 0.1. d_x = 100 (1000 samples): 1.71; ζ' = 1.0
+  overshoots (SW 10.4 on seed 103, whose prior samples score 3.6)].
+* pgdm: 300 DDIM steps, η = 1, w = 1 [d_x = 10: 1.73, 100 steps gave 2.3; d_x = 100: 8.0, 100 steps
+  8.4 — prior samples score 8.6 there: with one observation among 100 coordinates the mode choice is
+  made by the unobserved ones].
+* ddrm: 1000 steps with η = η_C = 1 (η_B = 1) [d_x = 10: 1.74; the DPS-paper 20 steps / η = 0.85
+  gave 4.7, 200 steps 3.8. d_x = 100: 8.3; 20 and 200 steps 8.2 / 8.4 (same mode-choice failure)].
+* mcgdiff: the official N = 64 particles and 100 steps (uniform grid, η = 1, κ = 1e-4, systematic
+  resampling every step), one sample per filter [0.14–0.19, at the exact noise floor; N = 32 and 50
+  steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds].
 * dcps: M = 500 Langevin steps ("DCPS500" of the slides), ULA step γ = 0.05, normalised lr = 1.0 at
   d_x = 10 [1.66; M = 50 gave 2.03 on seeds 100–102, γ = 1e-3 (images) 3.05, γ = 0.2 3.53, lr = 0.3
   2.83, K = 5 3.40]. The lr is an absolute L2 step (pitfall S22), so it is scaled as √(d_x/10) to
-  keep the per-coordinate step fixed; that rule is untuned at d_x = 100.
+  keep the per-coordinate step fixed. Checked at d_x = 100 on seed 100 (one run each, noisy): lr = 1.0 /
+  2.0 / 3.16 / 4.0 / 5.6 gave SW 4.50 / 4.12 / 2.61 / 5.08 / 9.8, and lr = 10 diverged — keep √(d_x/10).
 """
 
 from __future__ import annotations

@@ -93,9 +93,14 @@ class ParticleSystem:
         return picked.reshape(-1, *self.particles.shape[2:])
 
 
-def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor) -> Tensor:
-    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, d) → (F, N)."""
-    x = x.to(torch.float64)
+def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor, idx: Tensor) -> Tensor:
+    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, d) → (F, N).
+
+    Only the observed coordinates ``idx`` (m,) are read (the mask is False elsewhere), so the cost is
+    O(F·N·m), not O(F·N·d).
+    """
+    x = x.index_select(-1, idx).to(torch.float64)
+    mean, var, mask = mean[idx], var[idx], mask[idx]
     terms = -0.5 * ((x - mean) ** 2 / var + torch.log(var) + LOG_2PI)
     return torch.where(mask, terms, torch.zeros_like(terms)).sum(-1)
 
@@ -167,7 +172,8 @@ def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int,
     like = torch.empty((), device=device, dtype=dtype)
     x_bar = randn((f, n, d), generator, like=like)
     mu, var, act = (v.to(device) for v in spec.potential(grid[0]))
-    log_w0 = _log_normal(x_bar, mu, var, act)
+    obs = spec.observed.nonzero().flatten().to(device)  # (m',) coordinates that carry potentials
+    log_w0 = _log_normal(x_bar, mu, var, act, obs)
     log_z = torch.logsumexp(log_w0, -1) - math.log(n)
     log_w = normalise(log_w0)
     ess_hist, rs_hist = [], []
@@ -181,8 +187,8 @@ def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int,
             x_bar = m + coeffs.sigma * noise
             continue
         mu_s, var_s, act_s = (v.to(device) for v in spec.potential(s))
-        log_omega = (_log_normal(m, mu_s, coeffs.sigma**2 + var_s, act_s)
-                     - _log_normal(x_bar, mu, var, act_s))
+        log_omega = (_log_normal(m, mu_s, coeffs.sigma**2 + var_s, act_s, obs)
+                     - _log_normal(x_bar, mu, var, act_s, obs))
         lw = log_w + log_omega
         step_z = torch.logsumexp(torch.nan_to_num(lw, nan=-math.inf), -1)
         if not bool(torch.isfinite(step_z).all()):
@@ -197,9 +203,13 @@ def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int,
         log_w = torch.where(do[:, None], torch.full_like(lw, -math.log(n)), normalise(lw))
         ess_hist.append(cur_ess)
         rs_hist.append(do.expand(f))
-        gain = (coeffs.sigma**2 / (coeffs.sigma**2 + var_s)).to(dtype)  # K per coordinate (d,)
-        pulled = gain * mu_s.to(dtype) + (1 - gain) * m + torch.sqrt(gain * var_s.to(dtype)) * noise
-        x_bar = torch.where(act_s, pulled, m + coeffs.sigma * noise)
+        x_bar = m + coeffs.sigma * noise
+        # on the observed coordinates, the potential pulls the proposal: K = σ²/(σ² + v_s) per coordinate
+        gain = (coeffs.sigma**2 / (coeffs.sigma**2 + var_s[obs])).to(dtype)  # (m',)
+        m_o, noise_o = m.index_select(-1, obs), noise.index_select(-1, obs)
+        v_o = var_s[obs].to(dtype)
+        pulled = gain * mu_s[obs].to(dtype) + (1 - gain) * m_o + torch.sqrt(gain * v_o) * noise_o
+        x_bar[..., obs] = torch.where(act_s[obs], pulled, x_bar.index_select(-1, obs))
         mu, var, act = mu_s, var_s, act_s
     if problem.sigma_y > 0:
         log_z = log_z + spec.log_z_offset
