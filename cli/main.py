@@ -97,6 +97,12 @@ def compare(
     stdout.print(table)
 
 
+from cli.train import sample, train  # noqa: E402
+
+app.command(epilog="Example: diffinv train --data fashion-mnist --out checkpoints/fashion32")(train)
+app.command(epilog="Example: diffinv sample --checkpoint fashion32 -n 64 --out grid.png")(sample)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
