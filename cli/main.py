@@ -1,4 +1,4 @@
-"""The ``diffinv`` Typer app: version, operators, samplers, compare."""
+"""The ``diffinv`` Typer app: version, operators, samplers, problems, compare, solve, train, sample."""
 
 from __future__ import annotations
 
@@ -41,6 +41,18 @@ def samplers() -> None:
 
     for name, cls in SAMPLERS.items():
         stdout.print(f"{name:<10} {summary(cls)}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+@one_line_errors
+def problems() -> None:
+    """List the shipped problem presets (problems/*.yaml), one line each."""
+    from diffinv.problems import load_problem, preset_names
+
+    for name in preset_names():
+        p = load_problem(name)
+        stdout.print(f"{name:<16} {p.description} (sigma_y {p.sigma_y:g})", highlight=False, markup=False,
+                     soft_wrap=True)
 
 
 @app.command(epilog="Example: diffinv compare --dx 10 --seeds 20 --samplers exact,mcgdiff,dps --csv out.csv")
@@ -97,8 +109,10 @@ def compare(
     stdout.print(table)
 
 
+from cli.solve import solve  # noqa: E402
 from cli.train import sample, train  # noqa: E402
 
+app.command(epilog="Example: diffinv solve photo.png --problem sr4 --sampler dcps --out results/")(solve)
 app.command(epilog="Example: diffinv train --data fashion-mnist --out checkpoints/fashion32")(train)
 app.command(epilog="Example: diffinv sample --checkpoint fashion32 -n 64 --out grid.png")(sample)
 
