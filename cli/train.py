@@ -106,7 +106,7 @@ def sample(
     out: Annotated[Path, typer.Option(help="PNG grid to write.")] = Path("grid.png"),
     n: Annotated[int, typer.Option("-n", "--num-samples", help="Number of samples.")] = 64,
     steps: Annotated[int, typer.Option(help="Sampling steps (uniform grid).")] = 100,
-    eta: Annotated[float, typer.Option(help="DDIM η: 0 = DDIM, 1 = DDPM.")] = 0.0,
+    eta: Annotated[float, typer.Option(help="DDIM η: 1 = DDPM (default), 0 = deterministic DDIM.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Most samples per network call.")] = 256,

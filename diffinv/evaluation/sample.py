@@ -24,7 +24,7 @@ class SampleConfig:
     num_samples: int = 64
     out: str = "grid.png"
     steps: int = 100
-    eta: float = 0.0
+    eta: float = 1.0
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 256

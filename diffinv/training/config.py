@@ -21,7 +21,7 @@ class TrainConfig:
     lr : AdamW peak learning rate, reached linearly over ``warmup`` steps, then constant.
     ema_decay : EMA decay β, used as min(β, (1 + k)/(10 + k)) at step k.
     save_every / sample_every : steps between resumable states / sample grids (0 = never).
-    grid_size, grid_steps : samples in a grid and DDIM (η = 0) steps used to draw them.
+    grid_size, grid_steps : samples in a grid and DDPM (η = 1) steps used to draw them.
     amp : 'auto' (bf16 on CUDA if supported, else fp16; off on CPU), 'bf16', 'fp16' or 'off'.
     threads : torch intra-op threads (0 = leave as is).  evaluate : compute card figures at the end.
     """

@@ -5,7 +5,7 @@ Algorithm (one optimiser step k):
     2. t ~ U{0, …, T−1}, ε ~ N(0, I), x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε   (VP linear schedule),
     3. L = ‖ε_θ(x_t, t) − ε‖² (mean), AdamW step with lr_k = lr · min(1, (k+1)/warmup), grad-norm clip,
     4. EMA update of the weights; every ``save_every`` steps a resumable state, every
-       ``sample_every`` steps a grid of EMA samples (DDIM η = 0, fixed seed), at the end the
+       ``sample_every`` steps a grid of EMA samples (DDPM, η = 1, fixed seed), at the end the
        prior (EMA weights) as safetensors + model card.
 All draws come from one CPU ``torch.Generator`` seeded with ``seed``, saved in the state, so a
 resumed run is bit-identical to an uninterrupted one (same device and thread count). Mixed
@@ -147,7 +147,7 @@ class Trainer:
         cfg = self.config
         shape = (cfg.channels, cfg.image_size, cfg.image_size)
         prior = NetworkPrior(self.ema_network(), self.schedule, shape)
-        x = sample_prior(prior, cfg.grid_size, num_steps=cfg.grid_steps, eta=0.0,
+        x = sample_prior(prior, cfg.grid_size, num_steps=cfg.grid_steps, eta=1.0,
                          generator=make_generator(cfg.seed + 1), device=self.device)
         folder = Path(cfg.out) / "samples"
         save_grid(x, folder / "latest.png", scale=2)
