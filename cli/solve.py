@@ -72,6 +72,8 @@ def solve(
     max_batch: Annotated[int | None, typer.Option(help="Most items per network call (memory bound).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field: operator.KEY=V, "
                                                    "noise.sigma_y=V, SAMPLER.OPTION=V.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default; 1 on a busy machine).")]
+    = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Draw posterior samples of a clean image given a degraded one; write samples, mean, std, metrics."""
@@ -82,7 +84,8 @@ def solve(
                          seed=seed, steps=steps, device=device, checkpoint=checkpoint, out=str(out),
                          simulate=simulate,
                          mask=str(mask) if mask else None, kernel=str(kernel) if kernel else None,
-                         resize=resize, overwrite=overwrite, max_batch=max_batch, overrides=parse_set(set_))
+                         resize=resize, overwrite=overwrite, max_batch=max_batch, threads=threads,
+                         overrides=parse_set(set_))
     with diffusion_bar(quiet) as progress:
         report = run_solve(config, progress=progress)
     m = report.metrics

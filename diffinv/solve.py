@@ -65,6 +65,7 @@ class SolveConfig:
     resize: bool = False
     overwrite: bool = False
     max_batch: int | None = None
+    threads: int = 0  # torch intra-op threads (0: torch's default)
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +179,10 @@ def solve(config: SolveConfig, prior: DiffusionPrior | None = None, progress: Pr
     """Run one posterior-sampling job (module docstring); ``prior`` overrides the checkpoint."""
     if config.num_samples < 1:
         raise ValueError(f"num-samples: expected a positive integer, got {config.num_samples}")
+    if config.threads < 0:
+        raise ValueError(f"threads: expected an integer ≥ 0, got {config.threads}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     problem, prior, op, y01, truth, device = prepare(config, prior)
     out = Path(config.out)
     if write:
