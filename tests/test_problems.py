@@ -78,3 +78,16 @@ def test_missing_preset_and_file_operators(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="--mask"):
         build_operator(load_problem(path), (1, 8, 8))
+
+
+def test_baselines_bicubic_for_sr_and_pinv_otherwise():
+    from diffinv.imaging.baselines import baseline
+
+    x = torch.rand(1, 16, 16, dtype=torch.float64)
+    sr = build_operator(load_problem("sr4"), (1, 16, 16))
+    name, rec = baseline(sr, sr.A(x[None])[0])
+    assert name == "bicubic" and rec.shape == (1, 16, 16)
+    box = build_operator(load_problem("inpaint_box"), (1, 16, 16))
+    name, rec = baseline(box, box.A(x[None])[0])
+    assert name == "pinv" and torch.allclose(rec[box.mask], x[box.mask])
+    assert float(rec[~box.mask].abs().max()) == 0
