@@ -181,10 +181,9 @@ def build_operator(problem: Problem, shape: tuple[int, int, int], mask: str | Pa
     spec = dict(problem.operator)
     name = spec.pop("name")
     cls = operator_class(name)
-    mask = mask if mask is not None else spec.pop("mask", None)
-    kernel = kernel if kernel is not None else spec.pop("kernel", None)
-    spec.pop("mask", None)
-    spec.pop("kernel", None)
+    preset_mask, preset_kernel = spec.pop("mask", None), spec.pop("kernel", None)
+    mask = mask if mask is not None else preset_mask
+    kernel = kernel if kernel is not None else preset_kernel
     if name == "inpaint_mask":
         if mask is None:
             raise ValueError("mask: the operator inpaint_mask needs a mask PNG (--mask FILE)")

@@ -16,6 +16,8 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
+from diffinv.data.base import to_uint8 as network_to_uint8
+
 
 def load_image(path: str | Path, name: str = "image") -> Tensor:
     """(C, H, W) float64 on [0, 1] from a PNG/JPEG/... or a .npy file."""
@@ -62,7 +64,7 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """(C, H, W) on [0, 1] → (H, W) or (H, W, 3) uint8 (clamped for display only)."""
-    u = (torch.as_tensor(x).detach().double().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    u = network_to_uint8(2 * torch.as_tensor(x) - 1)
     return u[0].numpy() if u.shape[0] == 1 else u.permute(1, 2, 0).numpy()
 
 

@@ -154,3 +154,14 @@ class SVDOperator(LinearOperator):
         s_inv = self.inverse_singulars().to(y)
         yb = self.Ut(y)[:, : s_inv.numel()]
         return self.V(self.pad(s_inv * yb, self.in_dim))
+
+
+class IdentityUOperator(SVDOperator):
+    """An SVD operator whose left singular vectors are the identity: Uᵀy and U z only reshape."""
+
+    def Ut(self, y: Tensor) -> Tensor:
+        self.check_output(y)
+        return y.reshape(y.shape[0], -1)
+
+    def U(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], *self.out_shape)

@@ -19,11 +19,11 @@ import math
 import torch
 from torch import Tensor
 
-from diffinv.operators.base import SVDOperator
+from diffinv.operators.base import IdentityUOperator
 from diffinv.operators.superres import mean_basis
 
 
-class Colorization(SVDOperator):
+class Colorization(IdentityUOperator):
     r"""Grayscale projection y[0, i, j] = (1/C) Σ_c x[c, i, j].
 
     Shapes: x (B, C, H, W) → y (B, 1, H, W), C ≥ 2 (3 for RGB). SVD: U = I (y flattened), s = 1/√C
@@ -52,13 +52,6 @@ class Colorization(SVDOperator):
     def V(self, z: Tensor) -> Tensor:
         coords = z.reshape(z.shape[0], *self.in_shape)
         return torch.einsum("bkhw,ck->bchw", coords, self._q.to(z))
-
-    def Ut(self, y: Tensor) -> Tensor:
-        self.check_output(y)
-        return y.reshape(y.shape[0], -1)
-
-    def U(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.out_shape)
 
     def singulars(self) -> Tensor:
         return torch.full((self.out_dim,), 1.0 / math.sqrt(self.in_shape[0]), dtype=torch.float64)

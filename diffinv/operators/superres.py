@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffinv.operators.base import SVDOperator
+from diffinv.operators.base import IdentityUOperator, SVDOperator
 
 KEYS_A = -0.5
 
@@ -51,7 +51,7 @@ def _check_image_shape(shape, name: str = "shape") -> tuple[int, int, int]:
     return shape
 
 
-class AvgPoolSR(SVDOperator):
+class AvgPoolSR(IdentityUOperator):
     r"""r×r average pooling: y[c, i, j] = (1/r²) Σ_{a,b<r} x[c, r i + a, r j + b].
 
     Shapes: x (B, C, H, W) → y (B, C, H/r, W/r); r must divide H and W. SVD: U = I (y flattened in
@@ -95,13 +95,6 @@ class AvgPoolSR(SVDOperator):
         blocks = torch.cat([first, rest], dim=-1) @ self._q.T.to(z)  # Q c per block
         blocks = blocks.reshape(z.shape[0], c, h // r, w // r, r, r).permute(0, 1, 2, 4, 3, 5)
         return blocks.reshape(z.shape[0], c, h, w)
-
-    def Ut(self, y: Tensor) -> Tensor:
-        self.check_output(y)
-        return y.reshape(y.shape[0], -1)
-
-    def U(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.out_shape)
 
     def singulars(self) -> Tensor:
         return torch.full((self.out_dim,), 1.0 / self.factor, dtype=torch.float64)
