@@ -5,6 +5,8 @@ test images of a shipped prior, beside the non-generative baseline (bicubic for 
 
 Each (problem, image) pair is simulated with its own seed (the image index), every sampler draws
 ``--num-samples`` posterior samples whose mean is scored; writes image_table.{md,json} into --out.
+A long run can be split into shards (``--start K --images N``, each with its own --out) run side by
+side, then combined with ``--merge shard1/image_table.json shard2/image_table.json ...``.
 """
 
 from __future__ import annotations
@@ -23,41 +25,49 @@ import torch
 from diffinv import __version__
 from diffinv.checkpoints import load_prior
 from diffinv.data import load_dataset
-from diffinv.imaging.baselines import baseline
+from diffinv.imaging.baselines import baseline, tikhonov
 from diffinv.imaging.metrics import psnr, ssim
-from diffinv.solve import SolveConfig, prepare, solve
+from diffinv.problems import load_problem
+from diffinv.solve import SolveConfig, prepare, resolve_device, solve
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="fashion32")
     parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--images", type=int, default=20, help="first N held-out test images")
+    parser.add_argument("--images", type=int, default=20, help="N held-out test images from --start")
+    parser.add_argument("--start", type=int, default=0, help="index of the first test image")
     parser.add_argument("--problems", default="sr4,inpaint_box,deblur_gauss")
     parser.add_argument("--samplers", default="dps,pgdm,mcgdiff,dcps,ddrm")
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine shard results, run nothing")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prior = load_prior(args.checkpoint)
+    device = resolve_device(args.device)
+    prior = load_prior(args.checkpoint, device=device)
     c, s, _ = prior.shape
     data = load_dataset(args.data, s, c)
-    test = data.test[: args.images].double() / 255.0  # (N, C, S, S) on [0, 1]
+    test = data.test[args.start: args.start + args.images].double() / 255.0  # (N, C, S, S) on [0, 1]
     records, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for problem in args.problems.split(","):
-            for i, image in enumerate(test):
+            for i, image in enumerate(test, start=args.start):
                 path = Path(tmp) / f"{i}.npy"
                 np.save(path, image.numpy())
-                base = SolveConfig(image=str(path), problem=problem, simulate=True, seed=i, device="cpu",
-                                   num_samples=args.num_samples)
+                base = SolveConfig(image=str(path), problem=problem, simulate=True, seed=i,
+                                   device=args.device, num_samples=args.num_samples)
                 _, _, op, y01, truth, _ = prepare(base, prior)
-                name, rec = baseline(op, y01)
-                records.append({"problem": problem, "image": i, "method": name, "psnr": psnr(rec, truth),
-                                "ssim": ssim(rec, truth), "seconds": 0.0, "nfe_forward": 0,
-                                "nfe_backward": 0})
+                sigma_y = load_problem(problem).sigma_y
+                for name, rec in (baseline(op, y01), ("tikhonov", tikhonov(op, y01, sigma_y))):
+                    records.append({"problem": problem, "image": i, "method": name, "psnr": psnr(rec, truth),
+                                    "ssim": ssim(rec, truth), "seconds": 0.0, "nfe_forward": 0,
+                                    "nfe_backward": 0})
                 for sampler in args.samplers.split(","):
                     base.sampler = sampler
                     m = solve(base, prior=prior, write=False).metrics
@@ -65,23 +75,59 @@ def main() -> None:
                                     "ssim": m["ssim"], "seconds": m["seconds"],
                                     "nfe_forward": m["nfe_forward"], "nfe_backward": m["nfe_backward"]})
                     print(f"{problem} image {i} {sampler}: PSNR {m['psnr']:.2f}", file=sys.stderr, flush=True)
-    info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                write(Path(args.out), records, run_info(args, device, start))  # partials survive a kill
+    write(Path(args.out), records, run_info(args, device, start))
+
+
+def run_info(args, device: torch.device, start: float) -> dict:
+    return {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - start,
+            "device": device_name(device), "checkpoint": args.checkpoint, "data": args.data,
+            "num_samples": args.num_samples,
             "command": "python benchmarks/image_table.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def write(out: Path, records: list[dict], info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "image_table.json").write_text(json.dumps({"machine": info, "records": records}, indent=1) + "\n")
-    (out / "image_table.md").write_text(render(records, info, args))
+    (out / "image_table.md").write_text(render(records, info))
 
 
-def render(records: list[dict], info: dict, args) -> str:
+def merge(args) -> None:
+    """Combine shard JSONs (same checkpoint and settings) into one table, records sorted by image; a
+    (problem, image, method) record of a later file replaces an earlier one (a re-run of one sampler)."""
+    shards = [json.loads(Path(f).read_text()) for f in args.merge]
+    unique = {(r["problem"], r["image"], r["method"]): r for sh in shards for r in sh["records"]}
+    records = sorted(unique.values(), key=lambda r: r["image"])
+    info = dict(shards[0]["machine"])
+    info["shards"] = [sh["machine"]["command"] for sh in shards]
+    info["total_seconds"] = max(sh["machine"]["total_seconds"] for sh in shards)
+    info["command"] = "python benchmarks/image_table.py " + " ".join(sys.argv[1:])
+    write(Path(args.out), records, info)
+
+
+def render(records: list[dict], info: dict) -> str:
+    n = len({r["image"] for r in records})
     lines = ["# Image results table", "",
-             f"Prior `{args.checkpoint}`, first {args.images} held-out test images of `{args.data}`, "
-             f"{args.num_samples} posterior samples per image (scored: their mean), σ_y and sampler settings "
-             "from the problem presets. PSNR (peak 1) and SSIM (11×11 Gaussian window, σ 1.5) on [0, 1]. "
-             "Baseline: bicubic upsampling for super-resolution, A⁺y otherwise.",
+             f"Prior `{info['checkpoint']}`, {n} held-out test images of `{info['data']}`, "
+             f"{info['num_samples']} posterior samples per image (scored: their mean), "
+             "σ_y and sampler settings from the problem presets. "
+             "PSNR (peak 1) and SSIM (11×11 Gaussian window, σ 1.5) on [0, 1]. "
+             "Baselines: bicubic upsampling for super-resolution, A⁺y otherwise, and `tikhonov` (the "
+             "posterior mean under a white Gaussian prior N(0.5, 0.3²), i.e. Wiener filtering; see "
+             "diffinv/imaging/baselines.py).",
              f"Regenerate with `{info['command']}` (diffinv {info['version']}, torch {info['torch']}, "
-             f"{info['threads']} threads, {info['total_seconds'] / 60:.1f} min).", ""]
+             f"{info['device']}, {info['threads']} threads, {info['total_seconds'] / 60:.1f} min wall).", ""]
+    if "shards" in info:
+        lines += [f"Merged from {len(info['shards'])} shards run side by side on one device "
+                  "(so seconds per image include the sharing):", ""]
+        lines += [f"- `{c}`" for c in info["shards"]] + [""]
     for problem in dict.fromkeys(r["problem"] for r in records):
         rows = [r for r in records if r["problem"] == problem]
         lines += [f"## {problem}", "", "| method | PSNR mean ± sd | SSIM mean | s / image | NFE fwd / bwd |",

@@ -162,6 +162,6 @@ def load_prior(name: str | Path, device: str | torch.device = "cpu",
             k for k in reference if reference[k] != tensor_table(tensors)[k])
         raise ValueError(f"checkpoint: weights do not fit the architecture in {CARD_FILE} (e.g. {bad[0]!r})")
     net.load_state_dict(tensors)
-    net = net.to(device=device, dtype=dtype)
+    net = net.to(device=device, dtype=dtype).requires_grad_(False)  # an inference prior: no weight grads
     shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
     return NetworkPrior(net, schedule_from_card(card), shape, card=card)

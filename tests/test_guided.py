@@ -91,6 +91,32 @@ def test_ddrm_data_consistency():
     assert (exact.nfe_forward, exact.nfe_backward) == (50 * 20, 0)
 
 
+class InputRecorder:
+    """A prior that records the largest |x_t| it is asked to denoise."""
+
+    def __init__(self, prior):
+        self.prior, self.largest = prior, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.prior, name)
+
+    def denoise(self, x_t, t):
+        self.largest = max(self.largest, float(x_t.abs().max()))
+        return self.prior.denoise(x_t, t)
+
+
+def test_ddrm_ignores_observations_buried_in_noise():
+    """A singular value with σ_y/s_i > σ_T (a blur's tail) must not start the chain at ȳ_i/s_i: A⁺y
+    puts σ_y/s_i = 10⁵ of noise there, far outside what a network was trained on (x_t = O(1))."""
+    prior = InputRecorder(gaussian_prior(torch.zeros(2, dtype=D), 1.0))
+    op = DenseOperator(torch.diag(torch.tensor([1.0, 1e-6], dtype=D)))
+    problem = InverseProblem(op, torch.tensor([0.5, 0.05], dtype=D), GaussianNoise(0.1))
+    x = DDRMSampler().sample(prior, problem, 400, make_generator(1), dtype=D).samples
+    assert prior.largest < 6
+    assert float(x[:, 1].abs().max()) < 6 and 0.5 < float(x[:, 1].std()) < 1.5
+    assert abs(float(x[:, 0].mean()) - 0.5 / 1.01) < 0.05
+
+
 def test_nfe_counts():
     prior, problem = problem_and_prior()
     dps = DPSSampler(num_steps=25).sample(prior, problem, 3, make_generator(0), dtype=D)

@@ -64,6 +64,16 @@ def test_counting_prior_and_autograd():
     torch.testing.assert_close(out.eps.detach(), plain.eps, rtol=1e-4, atol=1e-5)
 
 
+def test_no_graph_without_input_gradient(saved):
+    """Weights that require grad must not chain a graph onto particles (MCGDiff ran out of memory)."""
+    counted = CountingPrior(NetworkPrior(random_net(), linear_schedule(), (2, 8, 8)))
+    assert next(counted.prior.network.parameters()).requires_grad
+    with torch.enable_grad():
+        out = counted.denoise(torch.randn(2, 2, 8, 8, generator=make_generator(2)), 100)
+    assert out.x0.grad_fn is None and out.eps.grad_fn is None
+    assert not any(p.requires_grad for p in load_prior(saved).network.parameters())
+
+
 def test_reload_is_bit_exact_and_resolves_names(saved, monkeypatch, tmp_path):
     prior = load_prior(saved)
     reference = random_net().state_dict()

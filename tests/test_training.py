@@ -121,7 +121,7 @@ def test_cli_train_sample_and_evaluate(folder, tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "samples" / "step_0000002.png").is_file() and (out / "samples" / "eval.png").is_file()
     figures = load_prior(out).card["figures"]
-    assert len(figures["denoising_mse"]["network"]) == 4 and figures["frechet"]["features"] == "random-cnn"
+    assert len(figures["denoising_mse"]["network"]) == 4 and figures["frechet"]["features"] == "pixels-4x4"
     assert figures["nearest_neighbour"]["samples_median"] > 0
     res = runner.invoke(app, ["sample", "--checkpoint", str(out), "-n", "5", "--steps", "4",
                               "--out", str(tmp_path / "g.png"), "--npy", str(tmp_path / "g.npy")])

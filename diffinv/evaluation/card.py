@@ -4,8 +4,8 @@ r"""Model-card figures of an exported prior (written into ``card.json["figures"]
    N(m, Σ) fitted to the same training images (best linear denoiser), at t ∈ {50, 200, 500, 800}
    (paired noise); ``ratio`` = network / Gaussian (< 1: better; a working network is far below 1).
 2. ``frechet``: Fréchet distance in the features of a small classifier trained on the training
-   labels (random features without labels), for n samples vs the test set and, as the floor at that
-   n, for n training images vs the test set (see :mod:`diffinv.evaluation.features`).
+   labels (4×4 average-pooled pixels without labels), for n samples vs the test set and, as the
+   floor at that n, for n training images vs the test set (see :mod:`diffinv.evaluation.features`).
 3. ``nearest_neighbour``: RMS pixel distance of each sample to its nearest training image, against
    the same for n held-out test images (copies would sit far below the test images' distances).
 Samples: DDPM (DDIM η = 1; deterministic η = 0 leaves many of these small CPU-trained models' samples as
@@ -24,7 +24,14 @@ from diffinv.checkpoints import load_card, load_prior, resolve_checkpoint, write
 from diffinv.data import ImageData, load_dataset
 from diffinv.data.base import center_to_network
 from diffinv.evaluation.denoising import denoising_mse, fit_gaussian
-from diffinv.evaluation.features import accuracy, embed, frechet_distance, train_classifier
+from diffinv.evaluation.features import (
+    POOLED_SIDE,
+    accuracy,
+    embed,
+    frechet_distance,
+    pooled_pixels,
+    train_classifier,
+)
 from diffinv.evaluation.grid import save_grid
 from diffinv.evaluation.neighbours import nearest_neighbour_rms
 from diffinv.rng import make_generator
@@ -62,12 +69,18 @@ def evaluate_checkpoint(name: str | Path, num_samples: int = 1000, device: str |
     samples = sample_prior(prior, num_samples, num_steps=sample_steps, eta=eta,
                            generator=make_generator(seed + 2), device=device, batch_size=250).cpu()
     save_grid(samples[:64], folder / "samples" / "eval.png", scale=2)
-    classifier = train_classifier(data.train, data.train_labels, size, gen, steps=classifier_steps)
+    labelled = data.train_labels is not None
+    if labelled:
+        classifier = train_classifier(data.train, data.train_labels, size, gen, steps=classifier_steps)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return embed(classifier, x) if labelled else pooled_pixels(x)
+
     n = min(num_samples, data.test.shape[0], data.train.shape[0])
     test_all = center_to_network(data.test, size)
-    f_test = embed(classifier, test_all)
-    f_samples = embed(classifier, samples.clamp(-1, 1)[:n])
-    f_train = embed(classifier, subset(train, n, gen))
+    f_test = features(test_all)
+    f_samples = features(samples.clamp(-1, 1)[:n])
+    f_train = features(subset(train, n, gen))
     nn_samples = nearest_neighbour_rms(samples.clamp(-1, 1)[:n], data.train, size)
     nn_test = nearest_neighbour_rms(subset(test_all, n, gen), data.train, size)
     figures = {
@@ -75,10 +88,10 @@ def evaluate_checkpoint(name: str | Path, num_samples: int = 1000, device: str |
                           "network": [round(net_mse[t], 6) for t in TIMESTEPS],
                           "gaussian": [round(gauss_mse[t], 6) for t in TIMESTEPS],
                           "ratio": [round(net_mse[t] / gauss_mse[t], 4) for t in TIMESTEPS]},
-        "frechet": {"features": "classifier" if data.train_labels is not None else "random-cnn",
+        "frechet": {"features": "classifier" if labelled else f"pixels-{POOLED_SIDE}x{POOLED_SIDE}",
                     "n": n, "samples_vs_test": fd(f_samples, f_test), "train_vs_test": fd(f_train, f_test),
                     "classifier_test_accuracy": round(accuracy(classifier, test_all, data.test_labels), 4)
-                    if data.test_labels is not None else None},
+                    if labelled and data.test_labels is not None else None},
         "nearest_neighbour": {"metric": "RMS pixel distance in [-1, 1] to the nearest training image",
                               "samples_median": round(float(nn_samples.median()), 4),
                               "samples_min": round(float(nn_samples.min()), 4),

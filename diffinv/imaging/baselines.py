@@ -5,6 +5,10 @@ r"""Non-generative reconstructions that every posterior sampler must beat.
 * ``bicubic_upsample``: for super-resolution, y (C, h, w) resized to the image size by bicubic
   interpolation (PyTorch ``interpolate``, align_corners=False), clamped to [0, 1] — the usual
   baseline of SR tables, stronger than A⁺y for average pooling.
+* ``tikhonov``: the posterior mean under the white Gaussian prior x ~ N(m𝟙, σ_x² I) (m = 0.5,
+  σ_x = 0.3, about the pixel spread of natural images on [0, 1]), i.e. Tikhonov / Wiener filtering
+  x = m𝟙 + V diag(s_i / (s_i² + σ_y²/σ_x²)) Uᵀ (y − A m𝟙), clamped to [0, 1]. Unlike A⁺y it does not
+  amplify noise along tiny singular values (a Gaussian blur's), so it is the harder baseline there.
 ``baseline(op, y)`` picks bicubic upsampling for super-resolution operators and A⁺y otherwise.
 """
 
@@ -14,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from diffinv.operators.base import LinearOperator
+from diffinv.operators.base import LinearOperator, SVDOperator
 from diffinv.operators.superres import AvgPoolSR, BicubicSR
 
 
@@ -22,6 +26,19 @@ def pseudo_inverse(op: LinearOperator, y: Tensor) -> Tensor:
     """A⁺ y clamped to [0, 1]; y (*out_shape) → (*in_shape)."""
     with torch.no_grad():
         return op.pinv(torch.as_tensor(y, dtype=torch.float64)[None])[0].clamp(0, 1)
+
+
+def tikhonov(op: SVDOperator, y: Tensor, sigma_y: float, mean: float = 0.5, sigma_x: float = 0.3) -> Tensor:
+    """Wiener / Tikhonov reconstruction (module docstring), clamped to [0, 1]; y (*out_shape)."""
+    if sigma_y <= 0 or sigma_x <= 0:
+        raise ValueError(f"sigma_y, sigma_x: expected positive values, got {sigma_y}, {sigma_x}")
+    with torch.no_grad():
+        y = torch.as_tensor(y, dtype=torch.float64)[None]
+        offset = torch.full((1, *op.in_shape), mean, dtype=torch.float64, device=y.device)
+        s = op.singulars().to(y)
+        yb = op.Ut(y - op.A(offset))[:, : s.numel()]
+        gain = s / (s.square() + (sigma_y / sigma_x) ** 2)
+        return (offset + op.V(op.pad(gain * yb, op.in_dim)))[0].clamp(0, 1)
 
 
 def bicubic_upsample(y: Tensor, size: tuple[int, int]) -> Tensor:

@@ -141,11 +141,14 @@ class CountingPrior:
         clock = _BackwardClock(self.stats, batch)
         x_in = _InputMark.apply(x_t, clock) if track_grad else x_t
         start = time.perf_counter()
-        if self.max_batch is None or batch <= self.max_batch:
-            out = self.prior.denoise(x_in, t)
-        else:
-            parts = [self.prior.denoise(chunk, t) for chunk in x_in.split(self.max_batch)]
-            out = Denoised(x0=torch.cat([p.x0 for p in parts]), eps=torch.cat([p.eps for p in parts]))
+        # Without a gradient to track, no graph is built: a network whose parameters require grad
+        # would otherwise chain every step's activations onto the particles (memory grows with steps).
+        with torch.set_grad_enabled(track_grad):
+            if self.max_batch is None or batch <= self.max_batch:
+                out = self.prior.denoise(x_in, t)
+            else:
+                parts = [self.prior.denoise(chunk, t) for chunk in x_in.split(self.max_batch)]
+                out = Denoised(x0=torch.cat([p.x0 for p in parts]), eps=torch.cat([p.eps for p in parts]))
         self.stats.forward_seconds += time.perf_counter() - start
         self.stats.forward += batch
         if track_grad:

@@ -3,7 +3,11 @@ r"""DDRM — Denoising Diffusion Restoration Models (Kawar, Elad, Ermon, Song, N
 Works in the SVD basis x̄ = Vᵀ x with the variance-exploding scale of the VP schedule:
 x^VE_t = x_t / √ᾱ_t, σ_t = √((1 − ᾱ_t)/ᾱ_t). With ȳ = Uᵀ y and s_i the singular values, the observed
 coordinates satisfy ȳ_i / s_i = x̄_{0,i} + (σ_y/s_i) ε_i. Initialisation at t = T−1:
-x̄_i = ȳ_i/s_i + √(σ_T² − σ_y²/s_i²) z (observed, σ_T ≥ σ_y/s_i), x̄_i = σ_T z otherwise.
+x̄_i = ȳ_i/s_i + √(σ_T² − σ_y²/s_i²) z (observed, σ_T ≥ σ_y/s_i), x̄_i = σ_T z otherwise — also for
+observed coordinates with σ_y/s_i > σ_T (the paper assumes σ_T is larger than every σ_y/s_i; with
+the VP schedule's σ_T ≈ 157 a blur's tiny singular values break that, and starting from ȳ_i/s_i
+would put the amplified noise of A⁺y into the sample; such coordinates stay in the
+"σ_s < σ_y/s_i" regime, which only pulls by the bounded factor σ_s s_i/σ_y).
 Each step t → s (σ_s < σ_t), with x̄̂0 = Vᵀ x̂0(√ᾱ_t V x̄_t, t) and z ~ N(0, I):
 
     unobserved (s_i = 0):       x̄_{s,i} = x̄̂0_i + √(1−η²) σ_s (x̄_{t,i} − x̄̂0_i)/σ_t + η σ_s z_i
@@ -74,7 +78,7 @@ class DDRMSampler(Sampler):
 
         sig_T = _ve_sigma(sched.alpha_bar_at(grid[0]))
         init_obs = y_over_s + torch.sqrt((sig_T**2 - noise_over_s**2).clamp_min(0)) * draw()
-        x_bar = torch.where(observed, init_obs, sig_T * draw())  # (B, d), VE scale
+        x_bar = torch.where(observed & (noise_over_s <= sig_T), init_obs, sig_T * draw())  # (B, d), VE
         for t, s in grid_pairs(grid):
             ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
             sig_t, sig_s = _ve_sigma(ab_t), _ve_sigma(ab_s)

@@ -23,11 +23,14 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         beta = self.beta(step)
+        floats = []
         for key, value in module.state_dict().items():
             if value.dtype.is_floating_point:
-                self.shadow[key].mul_(beta).add_(value.float(), alpha=1 - beta)
+                floats.append((self.shadow[key], value.float()))
             else:
                 self.shadow[key].copy_(value)
+        # θ̄ + (1 − β)(θ − θ̄) = β θ̄ + (1 − β) θ, in one fused launch per dtype group
+        torch._foreach_lerp_([s for s, _ in floats], [v for _, v in floats], 1 - beta)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.shadow
