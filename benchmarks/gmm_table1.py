@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--merge", default="", help="comma-separated gmm_table1.json files to combine "
-                        "(no sampling; e.g. seed ranges run in parallel)")
+                        "(no sampling; e.g. seed ranges run in parallel; later files replace records "
+                        "of the same dx, sampler and seed)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,7 +59,9 @@ def main() -> None:
     start = time.perf_counter()
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
-        all_records = [r for part in parts for r in part["records"]]
+        # a (dx, sampler, seed) record of a later file replaces an earlier one (a re-run with new settings)
+        unique = {(r["dx"], r["sampler"], r["seed"]): r for part in parts for r in part["records"]}
+        all_records = list(unique.values())
         dims = sorted({r["dx"] for r in all_records})
         sections = [(dx, summarise([r for r in all_records if r["dx"] == dx])) for dx in dims]
         info = dict(parts[0]["machine"])

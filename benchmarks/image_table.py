@@ -125,8 +125,9 @@ def render(records: list[dict], info: dict) -> str:
              f"Regenerate with `{info['command']}` (diffinv {info['version']}, torch {info['torch']}, "
              f"{info['device']}, {info['threads']} threads, {info['total_seconds'] / 60:.1f} min wall).", ""]
     if "shards" in info:
-        lines += [f"Merged from {len(info['shards'])} shards run side by side on one device "
-                  "(so seconds per image include the sharing):", ""]
+        lines += [f"Merged from {len(info['shards'])} shard runs, several at a time on one device (so "
+                  "seconds per image include that sharing); a later shard's records replace an earlier "
+                  "one's:", ""]
         lines += [f"- `{c}`" for c in info["shards"]] + [""]
     for problem in dict.fromkeys(r["problem"] for r in records):
         rows = [r for r in records if r["problem"] == problem]
