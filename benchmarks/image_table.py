@@ -73,7 +73,8 @@ def main() -> None:
                     m = solve(base, prior=prior, write=False).metrics
                     records.append({"problem": problem, "image": i, "method": sampler, "psnr": m["psnr"],
                                     "ssim": m["ssim"], "seconds": m["seconds"],
-                                    "nfe_forward": m["nfe_forward"], "nfe_backward": m["nfe_backward"]})
+                                    "nfe_forward": m["nfe_forward"], "nfe_backward": m["nfe_backward"],
+                                    "overhead": m["overhead"]})
                     print(f"{problem} image {i} {sampler}: PSNR {m['psnr']:.2f}", file=sys.stderr, flush=True)
                 write(Path(args.out), records, run_info(args, device, start))  # partials survive a kill
     write(Path(args.out), records, run_info(args, device, start))
@@ -112,6 +113,12 @@ def merge(args) -> None:
     write(Path(args.out), records, info)
 
 
+def overhead(records: list[dict]) -> str:
+    """Mean total / prior-evaluation time ('—' for baselines and records that predate the column)."""
+    values = [r["overhead"] for r in records if r.get("overhead") is not None and r["nfe_forward"] > 0]
+    return f"{np.mean(values):.2f}" if values else "—"
+
+
 def render(records: list[dict], info: dict) -> str:
     n = len({r["image"] for r in records})
     lines = ["# Image results table", "",
@@ -124,6 +131,8 @@ def render(records: list[dict], info: dict) -> str:
              "diffinv/imaging/baselines.py).",
              f"Regenerate with `{info['command']}` (diffinv {info['version']}, torch {info['torch']}, "
              f"{info['device']}, {info['threads']} threads, {info['total_seconds'] / 60:.1f} min wall).", ""]
+    lines += ["Overhead = total time / time inside network evaluations (forward and backward); exact on "
+              "the CPU, overstated on CUDA, where kernel launches return before the work is done.", ""]
     if "shards" in info:
         lines += [f"Merged from {len(info['shards'])} shard runs, several at a time on one device (so "
                   "seconds per image include that sharing); a later shard's records replace an earlier "
@@ -131,8 +140,9 @@ def render(records: list[dict], info: dict) -> str:
         lines += [f"- `{c}`" for c in info["shards"]] + [""]
     for problem in dict.fromkeys(r["problem"] for r in records):
         rows = [r for r in records if r["problem"] == problem]
-        lines += [f"## {problem}", "", "| method | PSNR mean ± sd | SSIM mean | s / image | NFE fwd / bwd |",
-                  "|---|---|---|---|---|"]
+        lines += [f"## {problem}", "",
+                  "| method | PSNR mean ± sd | SSIM mean | s / image | NFE fwd / bwd | overhead |",
+                  "|---|---|---|---|---|---|"]
         for method in dict.fromkeys(r["method"] for r in rows):
             sel = [r for r in rows if r["method"] == method]
             p = np.array([r["psnr"] for r in sel])
@@ -140,7 +150,7 @@ def render(records: list[dict], info: dict) -> str:
                          f"{np.mean([r['ssim'] for r in sel]):.3f} | "
                          f"{np.mean([r['seconds'] for r in sel]):.1f} | "
                          f"{np.mean([r['nfe_forward'] for r in sel]):.0f} / "
-                         f"{np.mean([r['nfe_backward'] for r in sel]):.0f} |")
+                         f"{np.mean([r['nfe_backward'] for r in sel]):.0f} | {overhead(sel)} |")
         lines.append("")
     return "\n".join(lines)
 

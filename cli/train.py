@@ -97,7 +97,8 @@ def train(
         stdout.print(f"stopped at step {result.step}/{steps}; state saved in {out}/state — run the same "
                      "command to resume", highlight=False)
     else:
-        loss = f" (loss {result.loss:.4f})" if result.step > result.resumed_from else ", nothing left to train"
+        trained = result.step > result.resumed_from
+        loss = f" (loss {result.loss:.4f})" if trained else ", nothing left to train"
         stdout.print(f"trained {result.step} steps{loss}; prior in {out}", highlight=False)
 
 

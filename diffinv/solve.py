@@ -235,7 +235,7 @@ def summarise(samples: Tensor, y01: Tensor, op: LinearOperator, sigma_y: float, 
         "residual_samples": per_sample,
         "std_mean": float(samples.std(0, unbiased=True).mean()) if samples.shape[0] > 1 else None,
         "nfe_forward": result.nfe_forward, "nfe_backward": result.nfe_backward,
-        "seconds": result.seconds, "prior_seconds": result.prior_seconds,
+        "seconds": result.seconds, "prior_seconds": result.prior_seconds, "overhead": result.overhead,
         "num_samples": int(samples.shape[0]), "sigma_y": sigma_y,
         "metric_notes": "PSNR peak 1 on [0, 1]; SSIM Gaussian window 11x11, sigma 1.5, C1=0.01^2, C2=0.03^2; "
                         "residual = ||y - A mean|| / (sigma_y sqrt(m)) on the [0, 1] scale",
