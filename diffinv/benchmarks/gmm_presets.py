@@ -13,7 +13,9 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   gave 4.7, 200 steps 3.8. d_x = 100: 8.3; 20 and 200 steps 8.2 / 8.4 (same mode-choice failure)].
 * mcgdiff: the official N = 64 particles and 100 steps (uniform grid, η = 1, κ = 1e-4, systematic
   resampling every step), one sample per filter [0.14–0.19, at the exact noise floor; N = 32 and 50
-  steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds].
+  steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds]. d_x > 10 uses N = 256: at
+  d_x = 100, N = 64 gave median 0.47 on the benchmark seeds (floor 0.14), on seeds 100–102 N = 64
+  gave 0.34 and N = 256 0.10 (exact 0.105), at 4× the NFE.
 * dcps: M = 500 Langevin steps ("DCPS500" of the slides), ULA step γ = 0.05, normalised lr = 1.0 at
   d_x = 10 [1.66; M = 50 gave 2.03 on seeds 100–102, γ = 1e-3 (images) 3.05, γ = 0.2 3.53, lr = 0.3
   2.83, K = 5 3.40]. The lr is an absolute L2 step (pitfall S22), so it is scaled as √(d_x/10) to
@@ -40,7 +42,8 @@ def gmm_preset(sampler: str, dx: int) -> dict[str, Any]:
         "dps": {"zeta": 0.3, "num_steps": 1000},
         "pgdm": {"num_steps": 300},
         "ddrm": {"num_steps": 1000, "eta": 1.0},
-        "mcgdiff": {"num_particles": 64, "num_steps": 100},
+        # N = 64 (official) up to d_x = 10; above, N = 256 (d_x = 100, seeds 100–102: 0.10, the floor)
+        "mcgdiff": {"num_particles": 64 if dx <= 10 else 256, "num_steps": 100},
         # M = 500 ("DCPS500") up to d_x = 10; above, M = 1000 (tuning: 2.19 → 1.67 median at d_x = 100)
         "dcps": {"langevin_steps": 500 if dx <= 10 else 1000, "lr": 1.0 * (dx / 10) ** 0.5,
                  "gamma": 0.05 * (dx / 10) ** 0.3},
