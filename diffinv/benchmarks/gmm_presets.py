@@ -13,7 +13,7 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   gave 4.7, 200 steps 3.8. d_x = 100: 8.3; 20 and 200 steps 8.2 / 8.4 (same mode-choice failure)].
 * mcgdiff: the official N = 64 particles and 100 steps (uniform grid, η = 1, κ = 1e-4, systematic
   resampling every step), one sample per filter [0.14–0.19, at the exact noise floor; N = 32 and 50
-  steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds]. d_x > 10 uses N = 256: at
+  steps gave 0.21 on seeds 100–104 but 0.50 on the benchmark seeds]. With one draw per filter at
   d_x = 100, N = 64 gave median 0.47 on the benchmark seeds (floor 0.14), on seeds 100–102 N = 64
   gave 0.34 and N = 256 0.10 (exact 0.105), at 4× the NFE.
   d_x > 10 draws 128 samples from each filter of N = 4096 particles (16 filters for 2000 samples,
