@@ -41,8 +41,8 @@ def mode_weight_bias(dx: int, seed: int, config: MCGDiffConfig, filters: int) ->
     system = run_filters(CountingPrior(gmm.prior), gmm.problem, filters, config,
                          make_generator(1000 + seed), torch.device("cpu"), torch.float32)
     n = config.num_particles
-    x = system.particles.reshape(filters * n, -1).double()
-    resp = torch.softmax(post.component_log_density(x) + post.log_weights, -1).reshape(filters, n, -1)
+    x = system.particles.reshape(filters * n, -1)
+    resp = torch.softmax(post.component_log_prob(x), -1).reshape(filters, n, -1)
     per_filter = (system.log_weights.exp()[..., None] * resp).sum(1)  # (F, K)
     mean = per_filter.mean(0)
     return {"l1": float((mean - post.weights).abs().sum()),
