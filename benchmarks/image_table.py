@@ -62,7 +62,8 @@ def main() -> None:
                 np.save(path, image.numpy())
                 base = SolveConfig(image=str(path), problem=problem, simulate=True, seed=i,
                                    device=args.device, num_samples=args.num_samples)
-                _, _, op, y01, truth, _ = prepare(base, prior)
+                job = prepare(base, prior)
+                op, y01, truth = job.op, job.y01, job.truth
                 sigma_y = load_problem(problem).sigma_y
                 for name, rec in (baseline(op, y01), ("tikhonov", tikhonov(op, y01, sigma_y))):
                     records.append({"problem": problem, "image": i, "method": name, "psnr": psnr(rec, truth),

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cli.entry import Terminated
 from diffinv.samplers.base import SamplingError
+from diffinv.typed import parse_value
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -26,7 +27,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn exceptions into one error line: bad input → exit 2, run-time failure → exit 1.
+    """Turn exceptions into one error line: bad input → exit 2, run-time failure → exit 1, SIGINT → 130,
+    SIGTERM → 143 (cli.entry makes SIGTERM raise :class:`~cli.entry.Terminated`).
 
     Set DIFFINV_DEBUG=1 to see the traceback instead.
     """
@@ -45,6 +47,8 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(str(err), 1) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except Terminated:
+            raise fail("terminated", 143) from None
         except Exception as err:  # noqa: BLE001 - the CLI must never show a traceback
             raise fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1) from None
 
@@ -52,14 +56,14 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """['dcps.lr=0.5', 'dps.zeta=1'] → {'dcps': {'lr': 0.5}, 'dps': {'zeta': 1}} (values read as YAML)."""
+    """['dcps.lr=0.5', 'dps.zeta=1'] → {'dcps': {'lr': 0.5}, 'dps': {'zeta': 1}} (values read as YAML 1.2)."""
     result: dict[str, dict[str, Any]] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         sampler, dot, option = key.partition(".")
         if not sep or not dot or not sampler or not option:
             raise ValueError(f"set: expected SAMPLER.OPTION=VALUE, got {item!r}")
-        result.setdefault(sampler.strip(), {})[option.strip()] = yaml.safe_load(value)
+        result.setdefault(sampler.strip(), {})[option.strip()] = parse_value(value)
     return result
 
 

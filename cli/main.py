@@ -82,7 +82,14 @@ def compare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Compare samplers on Gaussian-mixture problems with exact posteriors (25-component benchmark)."""
-    from diffinv.compare import CompareConfig, parse_seeds, run_compare, summarise, write_outputs
+    from diffinv.compare import (
+        CompareConfig,
+        check_outputs,
+        parse_seeds,
+        run_compare,
+        summarise,
+        write_outputs,
+    )
 
     config = CompareConfig(
         dx=dx, dy=dy, seeds=parse_seeds(seeds), samplers=split_names(samplers), num_samples=num_samples,
@@ -90,6 +97,10 @@ def compare(
         problem=str(problem) if problem else None, num_directions=num_directions, max_batch=max_batch,
         save_samples=str(save_samples) if save_samples else None)
     config.validate()
+    check_outputs(json_path=str(json_path) if json_path else None,
+                  csv_path=str(csv_path) if csv_path else None,
+                  figure_path=str(figure) if figure else None,
+                  save_samples=str(save_samples) if save_samples else None)
     with progress_bar(len(config.seeds) * len(config.sampler_names()), quiet) as advance:
         report = run_compare(config, progress=advance)
     write_outputs(report, json_path=str(json_path) if json_path else None,

@@ -7,21 +7,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import one_line_errors, stderr, stdout
+from diffinv.typed import parse_value
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """['operator.factor=8', 'dcps.lr=0.5'] → {'operator.factor': 8, 'dcps.lr': 0.5} (values read as YAML)."""
+    """['operator.factor=8', 'dcps.lr=0.5'] → {'operator.factor': 8, 'dcps.lr': 0.5} (YAML 1.2 values)."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"set: expected KEY=VALUE (e.g. noise.sigma_y=0.05), got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_value(value)
     return out
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """'0,255' → (0.0, 255.0)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"value-range: expected LO,HI (e.g. 0,255), got {text!r}") from None
+    if not hi > lo:
+        raise ValueError(f"value-range: expected HI > LO, got {text!r}")
+    return lo, hi
 
 
 @contextmanager
@@ -74,6 +88,8 @@ def solve(
                                                    "noise.sigma_y=V, SAMPLER.OPTION=V.")] = None,
     threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default; 1 on a busy machine).")]
     = 0,
+    value_range: Annotated[str | None, typer.Option(help="LO,HI: the scale of a .npy image (default 0,1), "
+                                                "e.g. 0,255.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Draw posterior samples of a clean image given a degraded one; write samples, mean, std, metrics."""
@@ -85,7 +101,7 @@ def solve(
                          simulate=simulate,
                          mask=str(mask) if mask else None, kernel=str(kernel) if kernel else None,
                          resize=resize, overwrite=overwrite, max_batch=max_batch, threads=threads,
-                         overrides=parse_set(set_))
+                         value_range=parse_range(value_range), overrides=parse_set(set_))
     with diffusion_bar(quiet) as progress:
         report = run_solve(config, progress=progress)
     m = report.metrics

@@ -30,6 +30,7 @@ from diffinv.benchmarks.gmm import GMMProblem, load_problem, make_problem
 from diffinv.benchmarks.gmm_presets import gmm_preset
 from diffinv.figures import scatter_panels
 from diffinv.metrics import sliced_wasserstein, weight_error
+from diffinv.outputs import absolute, check_output_file, check_writable_parent
 from diffinv.rng import make_generator
 from diffinv.samplers.base import SampleResult
 from diffinv.samplers.registry import SAMPLERS, sampler_class
@@ -60,6 +61,10 @@ class CompareConfig:
     save_samples: str | None = None
 
     def validate(self) -> None:
+        if self.num_directions < 1:
+            raise ValueError(f"num-directions: expected a positive integer, got {self.num_directions}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"max-batch: expected a positive integer, got {self.max_batch}")
         if self.problem is None:
             if self.dx < 2 or self.dx % 2:
                 raise ValueError(f"dx: expected an even integer ≥ 2, got {self.dx}")
@@ -232,6 +237,19 @@ def write_outputs(report: CompareReport, json_path: str | None = None, csv_path:
         dims = report.reference.shape[1]
         scatter_panels(report.reference, report.samples, figure_path, coords=(0, min(1, dims - 1)),
                        title="exact posterior (grey) vs samples, coordinates 0 and 1")
+
+
+def check_outputs(json_path: str | None = None, csv_path: str | None = None, figure_path: str | None = None,
+                  save_samples: str | None = None) -> None:
+    """Before any sampling: every output path has a known extension and can be written."""
+    check_output_file(json_path, "json", (".json",))
+    check_output_file(csv_path, "csv", (".csv",))
+    check_output_file(figure_path, "figure", (".png",))
+    if save_samples:
+        folder = absolute(save_samples)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"save-samples: {save_samples!r} exists and is not a folder")
+        check_writable_parent(folder / "x", "save-samples")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from diffinv import typed
 from diffinv.operators.base import LinearOperator
 from diffinv.operators.blur import CircularBlur
 from diffinv.operators.inpainting import Inpainting
@@ -85,6 +86,14 @@ def _operator_params(name: str) -> list[str]:
     return params
 
 
+def _operator_types(name: str) -> dict[str, Any]:
+    """Types of an operator's preset keys: its constructor's annotations (+ seed, mask/kernel files)."""
+    types_ = typed.parameter_types(operator_class(name).__init__)
+    types_.update({"seed": int, "mask": str, "kernel": str})
+    types_.update({k: int | float for k in LENGTH_PARAMS})
+    return types_
+
+
 def _check_keys(where: str, got: dict, allowed, prefix: str = "") -> None:
     """Reject the first key of ``got`` not in ``allowed``, naming its full path (prefix + key)."""
     unknown = [k for k in got if k not in allowed]
@@ -92,9 +101,10 @@ def _check_keys(where: str, got: dict, allowed, prefix: str = "") -> None:
         raise ValueError(f"{where}: unknown key '{prefix}{unknown[0]}'; expected one of {', '.join(allowed)}")
 
 
-def validate(raw: Any, source: str = "") -> Problem:
-    """Check a preset's dict (as read from YAML) and return the :class:`Problem`."""
-    where = f"problem {source}" if source else "problem"
+def validate(raw: Any, source: str = "", where: str | None = None) -> Problem:
+    """Check a preset's dict (as read from YAML) and return the :class:`Problem`; errors start with
+    ``where`` (default: ``problem SOURCE``)."""
+    where = where or (f"problem {source}" if source else "problem")
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a YAML mapping at the top level")
     _check_keys(where, raw, TOP_KEYS)
@@ -105,6 +115,8 @@ def validate(raw: Any, source: str = "") -> Problem:
         raise ValueError(f"{where}: operator.name {op['name']!r} is not an image operator; expected one "
                          f"of {', '.join(IMAGE_OPERATORS)}")
     _check_keys(where, op, ["name", *_operator_params(op["name"])], "operator.")
+    op = {"name": op["name"], **_coerce(where, _operator_types(op["name"]),
+                                         {k: v for k, v in op.items() if k != "name"}, "operator.")}
     noise = raw.get("noise", {})
     if not isinstance(noise, dict):
         raise ValueError(f"{where}: 'noise' must be a mapping")
@@ -112,26 +124,38 @@ def validate(raw: Any, source: str = "") -> Problem:
     if noise.get("kind", "gaussian") != "gaussian":
         raise ValueError(f"{where}: noise.kind {noise.get('kind')!r} is not supported; expected gaussian")
     sigma = noise.get("sigma_y", 0.025)
-    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or sigma <= 0:
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not 0 < sigma < float("inf"):
         raise ValueError(f"{where}: noise.sigma_y must be a number > 0 (on the [0, 1] pixel scale), "
                          f"got {sigma!r}")
     samplers = raw.get("samplers") or {}
     if not isinstance(samplers, dict):
         raise ValueError(f"{where}: 'samplers' must be a mapping of sampler name to options")
     _check_keys(where, samplers, list(SAMPLERS), "samplers.")
+    samplers = dict(samplers)
     for sname, options in samplers.items():
         if not isinstance(options, dict):
             raise ValueError(f"{where}: 'samplers.{sname}' must be a mapping of options")
         names = [f.name for f in dataclasses.fields(SAMPLERS[sname].Config)]
         _check_keys(where, options, names, f"samplers.{sname}.")
+        samplers[sname] = _coerce(where, typed.field_types(SAMPLERS[sname].Config), options,
+                                  f"samplers.{sname}.")
     return Problem(name=str(raw.get("name", Path(source).stem if source else "problem")),
                    description=str(raw.get("description", "")), operator=dict(op), sigma_y=float(sigma),
                    samplers={k: dict(v) for k, v in samplers.items()}, source=source)
 
 
+def _coerce(where: str, types_: dict[str, Any], options: dict[str, Any], prefix: str) -> dict[str, Any]:
+    try:
+        return typed.coerce_options(types_, options, prefix)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def load_problem(name_or_path: str | Path) -> Problem:
     """A shipped preset by NAME, or a user's YAML file (validated)."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ValueError(f"problem: {str(path)!r} is a folder; expected a preset name or a YAML file")
     if not path.is_file():
         shipped = PROBLEM_DIR / f"{name_or_path}.yaml"
         if not shipped.is_file():
@@ -139,7 +163,9 @@ def load_problem(name_or_path: str | Path) -> Problem:
                              f"({', '.join(preset_names())}) nor a YAML file")
         path = shipped
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = typed.load_yaml(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"problem: {path} is not a text (YAML) file") from None
     except yaml.YAMLError as err:
         raise ValueError(f"problem: {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     return validate(raw, source=str(path))
@@ -163,7 +189,7 @@ def apply_overrides(problem: Problem, overrides: dict[str, Any]) -> Problem:
             if not isinstance(node, dict):
                 raise ValueError(f"set: {key!r} does not name a field")
         node[parts[-1]] = value
-    return validate(raw, source=problem.source)
+    return validate(raw, source=problem.source, where="set")
 
 
 def _resolve_length(value: Any, side: int, key: str) -> int:

@@ -9,18 +9,18 @@ Pipeline (units: images on the [0, 1] pixel scale u; the prior works on x = 2u �
        final clamp of image samplers);
     4. mean ū = (1/k) Σ u⁽ʲ⁾, per-pixel std s = sqrt((1/(k−1)) Σ (u⁽ʲ⁾ − ū)²), PSNR/SSIM of ū against
        the truth, data-consistency ‖y₀₁ − A ū‖ / (σ_y √m).
-Outputs go to a fresh temporary folder beside ``out`` and are moved into place only when complete
-(whole or not at all). Shapes: image (C, H, W); samples (k, C, H, W).
+Outputs go through :class:`diffinv.outputs.OutputFolder`: checked before any work, locked against other
+runs aimed at the same folder, written into a staging folder beside ``out`` and renamed into place when
+complete (whole or not at all); ``overwrite`` replaces only a folder that diffinv wrote.
+Shapes: image (C, H, W); samples (k, C, H, W).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,17 @@ import torch
 from torch import Tensor
 
 from diffinv import __version__
-from diffinv.imaging.io import as_panel, load_image, resize, save_png, save_row
+from diffinv.imaging.io import as_panel, check_range, read_image, resize, save_png, save_row
 from diffinv.imaging.metrics import psnr, residual_ratio, ssim
 from diffinv.operators.base import LinearOperator
 from diffinv.operators.noise import GaussianNoise
+from diffinv.outputs import OutputFolder
 from diffinv.priors.base import Denoised, DiffusionPrior
 from diffinv.problems import Problem, apply_overrides, build_operator, load_problem
 from diffinv.rng import make_generator
 from diffinv.samplers.base import InverseProblem, SampleResult
 from diffinv.samplers.registry import sampler_class
+from diffinv.units import PixelUnits
 
 DEFAULT_PRIORS = {1: "fashion32", 3: "emoji32"}  # shipped priors by channel count
 STEP_OPTION = "num_steps"
@@ -66,6 +68,7 @@ class SolveConfig:
     overwrite: bool = False
     max_batch: int | None = None
     threads: int = 0  # torch intra-op threads (0: torch's default)
+    value_range: tuple[float, float] | None = None  # scale of a .npy image (default [0, 1])
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -145,12 +148,43 @@ def _observation_panel(y01: Tensor, op: LinearOperator) -> Tensor:
         return op.At(y01[None].double())[0] + 0.5 * (1 - seen)
 
 
-def prepare(config: SolveConfig, prior: DiffusionPrior | None = None):
-    """Load image, problem, prior and operator; return (problem, prior, op, y01, truth, device)."""
+@dataclass
+class SolveJob:
+    """One image's job, built once: the resolved problem, the prior, the operator A on the prior's shape,
+    the observation y₀₁ (*A.out_shape) on the [0, 1] pixel scale, the truth (C, H, W) or None, the
+    device, and how the image file was read (``image_info``, recorded in metrics.json)."""
+
+    problem: Problem
+    prior: DiffusionPrior
+    op: LinearOperator
+    y01: Tensor
+    truth: Tensor | None
+    device: torch.device
+    image_info: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):  # (problem, prior, op, y01, truth, device), the older tuple form
+        return iter((self.problem, self.prior, self.op, self.y01, self.truth, self.device))
+
+
+def check_config(config: SolveConfig) -> None:
+    """Validate the options that need no file (one-line ValueErrors naming the option)."""
+    if config.num_samples < 1:
+        raise ValueError(f"num-samples: expected a positive integer, got {config.num_samples}")
+    if config.threads < 0:
+        raise ValueError(f"threads: expected an integer ≥ 0, got {config.threads}")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"steps: expected a positive integer, got {config.steps}")
+    if config.max_batch is not None and config.max_batch < 1:
+        raise ValueError(f"max-batch: expected a positive integer, got {config.max_batch}")
+    sampler_class(config.sampler)
+
+
+def prepare(config: SolveConfig, prior: DiffusionPrior | None = None) -> SolveJob:
+    """Load image, problem, prior and operator into a :class:`SolveJob`."""
     problem: Problem = load_problem(config.problem)
     if config.overrides:
         problem = apply_overrides(problem, config.overrides)
-    image = load_image(config.image)
+    image, image_info = read_image(config.image, value_range=config.value_range)
     device = resolve_device(config.device)
     colour_from_gray = problem.operator["name"] == "colorize" and not config.simulate
     if prior is None:
@@ -166,49 +200,62 @@ def prepare(config: SolveConfig, prior: DiffusionPrior | None = None):
                 raise ValueError(f"image: is {_shape_text(image.shape)} (C×H×W) but the prior takes "
                                  f"{_shape_text(shape)}" + (" (--resize to resample it)"
                                                             if image.shape[0] == shape[0] else ""))
+        check_range(image, "image", config.image)
         truth = image
         gen = make_generator(config.seed + 1_000_003)  # the noise draw, independent of the sampler's
         y01 = problem.noise.sample(op.A(image[None].double()), gen)[0]
     else:
+        check_range(image, "image", config.image, margin=6 * problem.sigma_y)
         y01 = observation_from_image(image, op, shape, config.resize)
-    return problem, prior, op, y01.double(), truth, device
+    return SolveJob(problem, prior, op, y01.double(), truth, device, image_info)
 
 
-def solve(config: SolveConfig, prior: DiffusionPrior | None = None, progress: Progress | None = None,
-          write: bool = True) -> SolveReport:
-    """Run one posterior-sampling job (module docstring); ``prior`` overrides the checkpoint."""
-    if config.num_samples < 1:
-        raise ValueError(f"num-samples: expected a positive integer, got {config.num_samples}")
-    if config.threads < 0:
-        raise ValueError(f"threads: expected an integer ≥ 0, got {config.threads}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    problem, prior, op, y01, truth, device = prepare(config, prior)
-    out = Path(config.out)
-    if write:
-        _check_out(out, config.overwrite)
+def build_sampler(config: SolveConfig, problem: Problem):
+    """The sampler with the preset's options for it, ``--steps`` applied."""
     options = problem.sampler_options(config.sampler)
     cls = sampler_class(config.sampler)
     if config.steps is not None:
         if STEP_OPTION not in {f for f in cls.Config.__dataclass_fields__}:
             raise ValueError(f"steps: the sampler {config.sampler} has no {STEP_OPTION} option")
         options[STEP_OPTION] = int(config.steps)
-    sampler = cls(**options)
-    y_net = 2 * y01 - op.A(torch.ones(1, *op.in_shape, dtype=torch.float64))[0]
-    inverse = InverseProblem(op, y_net.float(), GaussianNoise(2 * problem.sigma_y))
-    run_prior = ProgressPrior(prior, progress) if progress is not None else prior
-    result: SampleResult = sampler.sample(run_prior, inverse, config.num_samples,
-                                          generator=make_generator(config.seed), device=device,
-                                          max_batch=config.max_batch)
-    samples = ((result.samples.double() + 1) / 2).clamp(0, 1)
-    metrics = summarise(samples, y01, op, problem.sigma_y, truth, result)
-    metrics.update(seed=config.seed, version=__version__, sampler=config.sampler, problem=problem.name,
-                   device=str(device), prior=_prior_name(prior, config),
-                   config={"solve": asdict(config), "problem": problem.to_dict(),
-                           "sampler_options": asdict(sampler.config), "operator": op.describe()})
-    if progress is not None:
-        progress(1.0)
-    path = write_outputs(out, samples, y01, op, truth, metrics, config.overwrite) if write else None
+    return cls(**options)
+
+
+def solve(config: SolveConfig, prior: DiffusionPrior | None = None, progress: Progress | None = None,
+          write: bool = True) -> SolveReport:
+    """Run one posterior-sampling job (module docstring); ``prior`` overrides the checkpoint.
+
+    Every input and the output folder are checked before the prior runs; with ``write`` the folder is
+    locked for the run, so that a second run aimed at it fails at once."""
+    check_config(config)
+    folder = OutputFolder(config.out, config.overwrite, command="solve") if write else None
+    if folder is not None:
+        folder.check()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    job = prepare(config, prior)
+    sampler = build_sampler(config, job.problem)
+    units = PixelUnits.of(job.prior)
+    inverse = InverseProblem(job.op, units.observation_to_prior(job.y01, job.op).float(),
+                             GaussianNoise(units.sigma_to_prior(job.problem.sigma_y)))
+    sampler.check(job.prior, inverse)
+    with folder if folder is not None else nullcontext():
+        run_prior = ProgressPrior(job.prior, progress) if progress is not None else job.prior
+        result: SampleResult = sampler.sample(run_prior, inverse, config.num_samples,
+                                              generator=make_generator(config.seed), device=job.device,
+                                              max_batch=config.max_batch)
+        samples = units.to_pixels(result.samples.double()).clamp(0, 1)
+        metrics = summarise(samples, job.y01, job.op, job.problem.sigma_y, job.truth, result)
+        metrics.update(seed=config.seed, version=__version__, sampler=config.sampler,
+                       problem=job.problem.name, device=str(job.device), image=job.image_info,
+                       prior=_prior_name(job.prior, config),
+                       config={"solve": asdict(config), "problem": job.problem.to_dict(),
+                               "sampler_options": asdict(sampler.config), "operator": job.op.describe()})
+        if progress is not None:
+            progress(1.0)
+        path = None
+        if folder is not None:
+            path = folder.commit(lambda tmp: write_files(tmp, samples, job.y01, job.op, job.truth, metrics))
     return SolveReport(samples=samples, metrics=metrics, out=path)
 
 
@@ -243,50 +290,35 @@ def summarise(samples: Tensor, y01: Tensor, op: LinearOperator, sigma_y: float, 
     return metrics
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"out: {str(out)!r} is not empty (pass --overwrite to replace it)")
+def write_outputs(out: str | Path, samples: Tensor, y01: Tensor, op: LinearOperator, truth: Tensor | None,
+                  metrics: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write a solve's files into ``out`` through :class:`~diffinv.outputs.OutputFolder` (whole or not at
+    all; ``overwrite`` replaces only a folder diffinv wrote)."""
+    with OutputFolder(out, overwrite, command="solve") as folder:
+        return folder.commit(lambda tmp: write_files(tmp, samples, y01, op, truth, metrics))
 
 
-def write_outputs(out: Path, samples: Tensor, y01: Tensor, op: LinearOperator, truth: Tensor | None,
-                  metrics: dict[str, Any], overwrite: bool) -> Path:
-    """Write every file into a temporary sibling folder, then move it to ``out`` in one rename."""
-    _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        shape = tuple(samples.shape[1:])
-        obs = _observation_panel(y01, op)
-        save_png(obs, tmp / "observation.png")
-        np.save(tmp / "observation.npy", y01.numpy())
-        (tmp / "samples").mkdir()
-        width = max(3, len(str(samples.shape[0] - 1)))
-        for j, s in enumerate(samples):
-            save_png(s, tmp / "samples" / f"{j:0{width}d}.png")
-        np.savez(tmp / "samples.npz", samples=samples.float().numpy())
-        mean = samples.mean(0)
-        std = samples.std(0, unbiased=True) if samples.shape[0] > 1 else torch.zeros_like(mean)
-        std_max = float(std.max())
-        metrics["std_png_scale"] = std_max
-        save_png(mean, tmp / "mean.png")
-        save_png(std / std_max if std_max > 0 else std, tmp / "std.png")
-        panels = [as_panel(obs, shape), *samples[:8], mean, as_panel(std / max(std_max, 1e-12), shape)]
-        if truth is not None:
-            panels.append(truth)
-            save_png(truth, tmp / "truth.png")
-        save_row(panels, tmp / "grid.png", scale=max(1, math.ceil(128 / shape[-1])))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
+def write_files(tmp: Path, samples: Tensor, y01: Tensor, op: LinearOperator, truth: Tensor | None,
+                metrics: dict[str, Any]) -> None:
+    """Every file of a solve's output folder, written into ``tmp`` (module docstring)."""
+    shape = tuple(samples.shape[1:])
+    obs = _observation_panel(y01, op)
+    save_png(obs, tmp / "observation.png")
+    np.save(tmp / "observation.npy", y01.numpy())
+    (tmp / "samples").mkdir()
+    width = max(3, len(str(samples.shape[0] - 1)))
+    for j, s in enumerate(samples):
+        save_png(s, tmp / "samples" / f"{j:0{width}d}.png")
+    np.savez(tmp / "samples.npz", samples=samples.float().numpy())
+    mean = samples.mean(0)
+    std = samples.std(0, unbiased=True) if samples.shape[0] > 1 else torch.zeros_like(mean)
+    std_max = float(std.max())
+    metrics["std_png_scale"] = std_max
+    save_png(mean, tmp / "mean.png")
+    save_png(std / std_max if std_max > 0 else std, tmp / "std.png")
+    panels = [as_panel(obs, shape), *samples[:8], mean, as_panel(std / max(std_max, 1e-12), shape)]
+    if truth is not None:
+        panels.append(truth)
+        save_png(truth, tmp / "truth.png")
+    save_row(panels, tmp / "grid.png", scale=max(1, math.ceil(128 / shape[-1])))
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")

@@ -76,7 +76,7 @@ def test_gaussian_prior_against_exact_posterior(tmp_path, sampler):
     report = solve(config, prior=prior, write=False)
     op = build_operator(problem, (1, 8, 8))
     # the exact posterior in network units, from the same simulated observation
-    _, _, _, y_obs, _, _ = prepare(config, prior)
+    y_obs = prepare(config, prior).y01
     y_net = 2 * y_obs - op.A(torch.ones(1, 1, 8, 8, dtype=torch.float64))[0]
     post = prior.mixture.posterior(op.matrix(), y_net.reshape(-1), 2 * 0.05)
     mean_exact = ((post.means[0] + 1) / 2)

@@ -79,6 +79,12 @@ def make_problem(dx: int = 10, dy: int = 1, seed: int = 0,
 def load_problem(path: str | Path, schedule: NoiseSchedule | None = None) -> GMMProblem:
     """Read a user's problem file (module docstring); bad content raises a one-line ValueError."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"problem: {str(path)!r} is a folder; expected an .npz file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"problem: {str(path)!r} is not an .npz file (expected a NumPy archive with "
+                             "keys means, weights, cov, A, y, sigma_y)")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from diffinv.data.base import ImageData
 
+MIN_FILES = 10  # the smallest folder with one held-out image
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -33,8 +34,9 @@ def load_image(path: Path, side: int) -> np.ndarray:
 def load_folder(root: Path, image_size: int) -> ImageData:
     """All images under ``root`` (recursive), as (N, 3, S + S/8, S + S/8) uint8."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
-    if len(files) < 2:
-        raise ValueError(f"data: expected at least 2 images in {root}, found {len(files)}")
+    if len(files) < MIN_FILES:
+        raise ValueError(f"data: a folder needs at least {MIN_FILES} images (every 10th is held out for the "
+                         f"model card's figures); {root} has {len(files)}")
     side = image_size + image_size // 8
     images = torch.from_numpy(np.stack([load_image(p, side) for p in files])).permute(0, 3, 1, 2)
     test = torch.zeros(len(files), dtype=torch.bool)

@@ -29,5 +29,7 @@ def save_grid(images: Tensor, path: str | Path, columns: int | None = None, padd
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)  # whole or not at all
     return path

@@ -10,6 +10,7 @@ import torch
 
 from diffinv.checkpoints import load_prior
 from diffinv.evaluation.grid import save_grid
+from diffinv.outputs import check_output_file
 from diffinv.rng import make_generator
 from diffinv.sampling import sample_prior
 
@@ -36,6 +37,10 @@ class SampleConfig:
             raise ValueError("n, batch-size, scale: expected positive integers")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta: expected a value in [0, 1], got {self.eta}")
+        if self.steps < 1:
+            raise ValueError(f"steps: expected a positive integer, got {self.steps}")
+        check_output_file(self.out, "out", (".png",))
+        check_output_file(self.npy, "npy", (".npy",))
         return self
 
 

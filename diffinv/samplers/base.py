@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from diffinv import typed
 from diffinv.operators.base import LinearOperator
 from diffinv.operators.noise import GaussianNoise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
@@ -96,6 +97,7 @@ class Sampler(ABC):
             if unknown:
                 raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; "
                                  f"expected one of {', '.join(sorted(names))}")
+            overrides = typed.coerce_options(typed.field_types(type(config)), overrides, f"{self.name}.")
             config = dataclasses.replace(config, **overrides)
         self.config = config
 
