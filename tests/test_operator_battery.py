@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import json
 import pkgutil
 
 import numpy as np
+import operator_checks as checks
 import pytest
 import torch
 import torch.nn.functional as F
+from operator_checks import Tol, rand_in, rand_out
 from PIL import Image
 
 import diffinv.operators as ops_pkg
@@ -30,22 +31,11 @@ from diffinv.rng import make_generator
 
 D = torch.float64
 NAMES = list(OPERATORS)
+SVD_NAMES = [n for n in NAMES if OPERATORS[n].has_svd]
 
 
 def make(name):
     return OPERATORS[name].example(make_generator(7))
-
-
-def rand_in(op, b=3, seed=0, dtype=D):
-    return torch.randn(b, *op.in_shape, generator=make_generator(seed), dtype=dtype)
-
-
-def rand_out(op, b=3, seed=1, dtype=D):
-    return torch.randn(b, *op.out_shape, generator=make_generator(seed), dtype=dtype)
-
-
-def dot(a, b):
-    return (a * b).reshape(a.shape[0], -1).sum(-1)
 
 
 def test_every_operator_class_is_registered():
@@ -61,51 +51,33 @@ def test_every_operator_class_is_registered():
 @pytest.mark.parametrize("name", NAMES)
 def test_adjointness(name):
     op = make(name)
-    x, y = rand_in(op), rand_out(op)
-    assert torch.allclose(dot(op.A(x), y), dot(x, op.At(y)), rtol=1e-10, atol=1e-12)
+    checks.check_adjoint(op, rand_in(op), rand_out(op), Tol(1e-12, 1e-10))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_batch_independence_and_no_mutation(name):
     op = make(name)
-    before = copy.deepcopy(op.__dict__)
-    x = rand_in(op, b=4)
-    y = op.A(x)
-    assert y.shape == (4, *op.out_shape) and y.dtype == D
-    stacked = torch.cat([op.A(x[i : i + 1]) for i in range(4)])
-    assert torch.allclose(y, stacked, atol=1e-12)
-    assert op.At(y).shape == (4, *op.in_shape)
-    assert op.A(x.float()).dtype == torch.float32
-    after = op.__dict__
-    for key, value in before.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, after[key]), key
+    before = checks.snapshot(op)
+    checks.check_shapes_and_dtypes(op, rand_in(op, b=4), Tol(1e-12))
+    checks.assert_unchanged(op, before)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_penrose_identities(name):
-    """A A⁺ A = A and A⁺ A A⁺ = A⁺ (SVD pseudo-inverse, or CG's minimum-norm least squares)."""
+    """A A⁺ A = A, A⁺ A A⁺ = A⁺, A A⁺ and A⁺ A symmetric (SVD pseudo-inverse, or CG's minimum-norm
+    least squares)."""
     op = make(name)
     x, y = rand_in(op), rand_out(op)
-    assert torch.allclose(op.A(op.pinv(op.A(x))), op.A(x), atol=1e-8)
-    assert torch.allclose(op.pinv(op.A(op.pinv(y))), op.pinv(y), atol=1e-8)
+    checks.check_penrose(op, x, y, Tol(1e-8))
+    checks.check_penrose_symmetry(op, x, y, Tol(1e-8))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if OPERATORS[n].has_svd])
+@pytest.mark.parametrize("name", SVD_NAMES)
 def test_svd_reconstruction_and_orthonormality(name):
     op = make(name)
-    x, y = rand_in(op), rand_out(op)
-    s = op.singulars()
-    assert s.numel() == min(op.in_dim, op.out_dim) and bool((s >= 0).all())
-    assert torch.allclose(op.U(op.pad(s * op.Vt(x)[:, : s.numel()], op.out_dim)), op.A(x), atol=1e-10)
-    z_in = torch.randn(3, op.in_dim, generator=make_generator(3), dtype=D)
-    z_out = torch.randn(3, op.out_dim, generator=make_generator(4), dtype=D)
-    assert torch.allclose(op.Vt(op.V(z_in)), z_in, atol=1e-10)
-    assert torch.allclose(op.V(op.Vt(x)), x, atol=1e-10)
-    assert torch.allclose(op.Ut(op.U(z_out)), z_out, atol=1e-10)
-    assert torch.allclose(op.U(op.Ut(y)), y, atol=1e-10)
+    checks.check_svd(op, rand_in(op), rand_out(op), Tol(1e-10))
     eye = torch.eye(op.out_dim, dtype=D).reshape(op.out_dim, *op.out_shape)
-    pinv_matrix = op.pinv(eye).reshape(op.out_dim, -1).T  # (d, m): columns A⁺ e_i
+    pinv_matrix = op.pinv(eye).reshape(op.out_dim, -1).T  # (d, m): columns A⁺ e_i (small d only)
     assert torch.allclose(torch.linalg.pinv(pinv_matrix), op.matrix(), atol=1e-8)
 
 
@@ -122,50 +94,26 @@ def test_known_singular_values():
 # --- generic checks added with the image operators -------------------------------------------------
 
 
-def all_calls(op, x, y):
-    """Every public map of the operator applied once (A, Aᵀ, A⁺ and, for SVD operators, U, V)."""
-    out = {"A": op.A(x), "At": op.At(y), "pinv": op.pinv(y)}
-    if op.has_svd:
-        out |= {"Vt": op.Vt(x), "Ut": op.Ut(y), "V": op.V(op.Vt(x)), "U": op.U(op.Ut(y))}
-    return out
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_describe_is_json_and_every_call_leaves_the_operator_unchanged(name):
     op = make(name)
     json.dumps(op.describe())
     assert op.describe()["name"] in (name, type(op).__name__)
-    before = copy.deepcopy(op.__dict__)
-    all_calls(op, rand_in(op), rand_out(op))
-    assert before.keys() == op.__dict__.keys()
-    for key, value in before.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, op.__dict__[key]), key
-        else:
-            assert value == op.__dict__[key] or isinstance(value, LinearOperator), key
+    before = checks.snapshot(op)
+    checks.all_calls(op, rand_in(op), rand_out(op))
+    checks.assert_unchanged(op, before)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_all_maps_are_batch_independent(name):
     op = make(name)
-    x, y = rand_in(op, b=3), rand_out(op, b=3)
-    full = all_calls(op, x, y)
-    singles = [all_calls(op, x[i : i + 1], y[i : i + 1]) for i in range(3)]
-    for key, value in full.items():
-        assert torch.allclose(value, torch.cat([s[key] for s in singles]), atol=1e-12), key
+    checks.check_batch_independent(op, rand_in(op), rand_out(op), Tol(1e-12))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_float32_matches_float64(name):
     op = make(name)
-    x, y = rand_in(op), rand_out(op)
-    ref = all_calls(op, x, y)
-    low = all_calls(op, x.float(), y.float())
-    for key, value in low.items():
-        assert value.dtype == torch.float32, key
-        if key == "pinv" and not op.has_svd:
-            continue  # CG pinv in float32: see test_cg_pinv_float32
-        assert torch.allclose(value.double(), ref[key], atol=1e-4, rtol=1e-4), key
+    checks.check_float32(op, rand_in(op), rand_out(op), Tol(1e-4, 1e-4))
 
 
 def test_cg_pinv_float32():
@@ -179,18 +127,15 @@ def test_cg_pinv_float32():
 def test_device_is_preserved(name):
     op = make(name)
     x, y = rand_in(op), rand_out(op)
-    ref = all_calls(op, x, y)
-    for key, value in all_calls(op, x.cuda(), y.cuda()).items():
+    ref = checks.all_calls(op, x, y)
+    for key, value in checks.all_calls(op, x.cuda(), y.cuda()).items():
         assert value.is_cuda and value.dtype == D, key
         assert torch.allclose(value.cpu(), ref[key], atol=1e-10), key
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if OPERATORS[n].has_svd])
+@pytest.mark.parametrize("name", SVD_NAMES)
 def test_observed_coordinates_come_first(name):
-    op = make(name)
-    obs = op.observed()
-    n_obs = int(obs.sum())
-    assert n_obs >= 1 and bool(obs[:n_obs].all()) and not bool(obs[n_obs:].any())
+    checks.check_observed_first(make(name))
 
 
 # --- known values ----------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+MAX_MATRIX_BYTES = 2 * 2**30  # LinearOperator.matrix() refuses larger dense builds
+
 
 def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
@@ -80,7 +82,15 @@ class LinearOperator(ABC):
         return x.reshape(-1, *self.in_shape)
 
     def matrix(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        """The dense (m, d) matrix of A, built column by column (small problems only)."""
+        """The dense (m, d) matrix of A, built column by column (small problems only).
+
+        Needs d·(d + m) entries (the identity and the result); above MAX_MATRIX_BYTES (e.g. any image
+        operator at 256×256×3, d = 196 608: 309 GB) it raises ValueError instead of exhausting memory."""
+        need = self.in_dim * (self.in_dim + self.out_dim) * torch.empty((), dtype=dtype).element_size()
+        if need > MAX_MATRIX_BYTES:
+            raise ValueError(f"matrix: the dense ({self.out_dim}, {self.in_dim}) matrix of "
+                             f"{type(self).__name__} needs {need / 2**30:.3g} GiB (limit "
+                             f"{MAX_MATRIX_BYTES / 2**30:.3g} GiB); matrix() is for small problems")
         eye = torch.eye(self.in_dim, dtype=dtype).reshape(self.in_dim, *self.in_shape)
         return _flat(self.A(eye)).T.contiguous()
 
