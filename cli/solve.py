@@ -74,8 +74,16 @@ def solve(
     seed: Annotated[int, typer.Option(help="Seed of the sampler (and of the simulated noise).")] = 0,
     steps: Annotated[int | None, typer.Option(help="Diffusion steps (the sampler's num_steps).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    checkpoint: Annotated[str | None, typer.Option(help="Prior NAME or folder (default: the shipped prior "
-                                                   "for the image's channels).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Prior: a shipped NAME, a diffinv or diffusers "
+                                                   "folder, or an ADM .pt/.safetensors file (default: the "
+                                                   "shipped prior for the image's channels).")] = None,
+    arch: Annotated[str | None, typer.Option(help="ADM architecture of a .pt checkpoint: adm-ffhq256, "
+                                             "adm-imagenet256-uncond or a YAML file of guided-diffusion "
+                                             "flags (default: the preset that fits the file).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision network (ADM / diffusers; GPU).")]
+    = False,
+    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Recompute activations in backward "
+                                                "passes (less memory for dps/pgdm/dcps at 256²).")] = False,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
     simulate: Annotated[bool, typer.Option(help="IMAGE is the truth: degrade it with the problem first.")]
     = False,
@@ -101,7 +109,8 @@ def solve(
                          simulate=simulate,
                          mask=str(mask) if mask else None, kernel=str(kernel) if kernel else None,
                          resize=resize, overwrite=overwrite, max_batch=max_batch, threads=threads,
-                         value_range=parse_range(value_range), overrides=parse_set(set_))
+                         value_range=parse_range(value_range), arch=arch, fp16=fp16,
+                         checkpointing=checkpointing, overrides=parse_set(set_))
     with diffusion_bar(quiet) as progress:
         report = run_solve(config, progress=progress)
     m = report.metrics

@@ -7,8 +7,11 @@ sha256 of ``model.safetensors`` and every tensor's shape and dtype. :func:`load_
 card against the file (hash, key set, shapes, dtypes) and against the architecture it describes,
 and fails with one ValueError line on any mismatch or corruption.
 
-A NAME resolves to the folder NAME if it holds a card, else to ``$DIFFINV_CHECKPOINTS/NAME``
-(default ``checkpoints/NAME`` relative to the working directory).
+This module is the ``diffinv`` format of the loader registry (:mod:`diffinv.priors.loading`);
+:func:`load_prior` here is that registry's entry point (diffinv folders, ADM state dicts and
+diffusers folders alike). A NAME resolves to the folder NAME if it holds a card, else to
+``$DIFFINV_CHECKPOINTS/NAME``, ``./checkpoints/NAME`` and the shipped ``checkpoints/NAME`` of the
+installed package, in that order.
 """
 
 from __future__ import annotations
@@ -32,21 +35,15 @@ CARD_FORMAT = "diffinv-prior/1"
 MODEL_FILE, CARD_FILE = "model.safetensors", "card.json"
 
 
-def checkpoint_root() -> Path:
-    """Folder of named checkpoints: ``$DIFFINV_CHECKPOINTS`` or ``checkpoints``."""
-    return Path(os.environ.get("DIFFINV_CHECKPOINTS", "checkpoints"))
-
-
 def resolve_checkpoint(name: str | Path) -> Path:
-    """A checkpoint folder from a NAME or a path (the folder, or its model.safetensors / card.json)."""
-    path = Path(name)
-    if path.is_file() and path.name in (MODEL_FILE, CARD_FILE):
-        path = path.parent
-    for candidate in (path, checkpoint_root() / str(name)):
-        if (candidate / CARD_FILE).is_file():
-            return candidate
-    raise FileNotFoundError(f"checkpoint: {str(name)!r} not found (no {CARD_FILE} in {path} or "
-                            f"{checkpoint_root() / str(name)})")
+    """A diffinv checkpoint folder from a NAME or a path (the folder, its model.safetensors or card.json)."""
+    from diffinv.priors.loading import resolve_source
+
+    path = resolve_source(name)
+    if not (path / CARD_FILE).is_file():
+        raise FileNotFoundError(f"checkpoint: {str(name)!r} is not a diffinv checkpoint (no {CARD_FILE} in "
+                                f"{path})")
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -149,9 +146,18 @@ def schedule_from_card(card: dict):
     return linear_schedule(int(sched["num_timesteps"]), float(sched["beta_start"]), float(sched["beta_end"]))
 
 
-def load_prior(name: str | Path, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> NetworkPrior:
-    """The prior of checkpoint NAME (validated; see the module docstring), network on device/dtype."""
+def load_prior(source: str | Path, arch=None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, fp16: bool = False, checkpointing: bool = False):
+    """Any prior on disk (a NAME, a diffinv or diffusers folder, an ADM file with ``arch``): see
+    :func:`diffinv.priors.loading.load_prior`."""
+    from diffinv.priors.loading import load_prior as load_any
+
+    return load_any(source, arch=arch, device=device, dtype=dtype, fp16=fp16, checkpointing=checkpointing)
+
+
+def load_diffinv_prior(name: str | Path, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> NetworkPrior:
+    """The prior of a diffinv checkpoint folder (validated; see the module docstring) on device/dtype."""
     directory = resolve_checkpoint(name)
     card = load_card(directory)
     tensors = load_weights(directory, card)
@@ -161,6 +167,10 @@ def load_prior(name: str | Path, device: str | torch.device = "cpu",
         bad = sorted(set(reference) ^ set(tensor_table(tensors))) or sorted(
             k for k in reference if reference[k] != tensor_table(tensors)[k])
         raise ValueError(f"checkpoint: weights do not fit the architecture in {CARD_FILE} (e.g. {bad[0]!r})")
+    arch_channels = int(card["architecture"].get("config", {}).get("in_channels", card["channels"]))
+    if int(card["channels"]) != arch_channels:
+        raise ValueError(f"checkpoint: {CARD_FILE} says {card['channels']} channel(s) but its network takes "
+                         f"{arch_channels} (architecture.config.in_channels)")
     net.load_state_dict(tensors)
     net = net.to(device=device, dtype=dtype).requires_grad_(False)  # an inference prior: no weight grads
     shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))

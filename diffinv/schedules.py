@@ -186,3 +186,33 @@ def eps_to_score(eps: Tensor, alpha_bar_t: float) -> Tensor:
 def score_to_eps(score: Tensor, alpha_bar_t: float) -> Tensor:
     """ε = −√(1−ᾱ_t) ∇ log q_t(x_t)."""
     return -math.sqrt(1 - alpha_bar_t) * score
+
+
+PARAMETRISATIONS = {"eps": "eps", "epsilon": "eps", "x0": "x0", "sample": "x0", "v": "v", "v_prediction": "v"}
+"""What a network predicts, by diffinv's names and diffusers' (``prediction_type``) alike."""
+
+
+def output_to_eps(raw: Tensor, x_t: Tensor, alpha_bar_t: float | Tensor, parametrisation: str) -> Tensor:
+    r"""ε̂ from a network output ``raw`` of the given parametrisation, at noise level ᾱ_t.
+
+    With x_t = √ᾱ x0 + √(1−ᾱ) ε (Ho et al. 2020):
+
+    * ``eps`` / ``epsilon``: ε̂ = raw;
+    * ``x0`` / ``sample`` (raw = x̂0): ε̂ = (x_t − √ᾱ x̂0)/√(1−ᾱ);
+    * ``v`` / ``v_prediction`` (raw = v̂, v = √ᾱ ε − √(1−ᾱ) x0, Salimans & Ho 2022): ε̂ = √ᾱ v̂ + √(1−ᾱ) x_t.
+
+    ``raw`` and ``x_t`` have equal shapes; ``alpha_bar_t`` is a float or a tensor broadcastable to them
+    (e.g. (B, 1, 1, 1)). Pure and differentiable in ``raw`` and ``x_t``.
+    """
+    kind = PARAMETRISATIONS.get(parametrisation)
+    if kind is None:
+        raise ValueError(f"parametrisation: expected one of {', '.join(PARAMETRISATIONS)}, "
+                         f"got {parametrisation!r}")
+    if raw.shape != x_t.shape:
+        raise ValueError(f"output_to_eps: raw {tuple(raw.shape)} and x_t {tuple(x_t.shape)} differ in shape")
+    if kind == "eps":
+        return raw
+    a = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
+    if kind == "x0":
+        return (x_t - a.sqrt() * raw) / (1 - a).sqrt()
+    return a.sqrt() * raw + (1 - a).sqrt() * x_t

@@ -69,6 +69,9 @@ class SolveConfig:
     max_batch: int | None = None
     threads: int = 0  # torch intra-op threads (0: torch's default)
     value_range: tuple[float, float] | None = None  # scale of a .npy image (default [0, 1])
+    arch: str | None = None  # ADM architecture: preset name or YAML file (external .pt checkpoints)
+    fp16: bool = False  # half-precision network (ADM / diffusers)
+    checkpointing: bool = False  # activation checkpointing in backward passes (ADM / diffusers)
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,13 +114,21 @@ class ProgressPrior:
         return out
 
 
-def load_default_prior(checkpoint: str | None, channels: int, device: torch.device) -> DiffusionPrior:
-    from diffinv.checkpoints import load_prior
+def load_default_prior(checkpoint: str | None, channels: int, device: torch.device,
+                       config: SolveConfig | None = None) -> DiffusionPrior:
+    """The prior of ``checkpoint`` (any format of :mod:`diffinv.priors.loading`), or the shipped one for
+    the image's channel count."""
+    from diffinv.priors.loading import load_prior
 
     name = checkpoint or DEFAULT_PRIORS.get(channels)
     if name is None:
         raise ValueError(f"checkpoint: no shipped prior for {channels}-channel images; pass --checkpoint")
-    return load_prior(name, device=device)
+    arch, fp16, checkpointing = (config.arch, config.fp16, config.checkpointing) if config else (None, False,
+                                                                                              False)
+    if checkpoint is None and (arch or fp16 or checkpointing):
+        raise ValueError("arch: --arch, --fp16 and --checkpointing need --checkpoint (an ADM or diffusers "
+                         "prior)")
+    return load_prior(name, arch=arch, device=device, fp16=fp16, checkpointing=checkpointing)
 
 
 def _shape_text(shape) -> str:
@@ -188,7 +199,8 @@ def prepare(config: SolveConfig, prior: DiffusionPrior | None = None) -> SolveJo
     device = resolve_device(config.device)
     colour_from_gray = problem.operator["name"] == "colorize" and not config.simulate
     if prior is None:
-        prior = load_default_prior(config.checkpoint, 3 if colour_from_gray else image.shape[0], device)
+        prior = load_default_prior(config.checkpoint, 3 if colour_from_gray else image.shape[0], device,
+                                   config)
     shape = tuple(prior.shape)
     op = build_operator(problem, shape, mask=config.mask, kernel=config.kernel)
     truth = None

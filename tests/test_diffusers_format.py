@@ -98,7 +98,7 @@ def test_output_to_eps_consistent(alpha_bar):
         torch.testing.assert_close(output_to_eps(raw, x_t, alpha_bar, kind), eps, rtol=0, atol=1e-10)
     per_sample = torch.full((3, 1, 1, 1), alpha_bar, dtype=torch.float64)  # tensor ᾱ broadcasts
     torch.testing.assert_close(output_to_eps(v, x_t, per_sample, "v_prediction"), eps, rtol=0, atol=1e-10)
-    with pytest.raises(ValueError, match="prediction_type"):
+    with pytest.raises(ValueError, match="parametrisation"):
         output_to_eps(eps, x_t, alpha_bar, "score")
 
 

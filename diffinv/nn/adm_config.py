@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from diffinv.typed import load_yaml
+
 DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
     256: (1, 1, 2, 2, 4, 4),
@@ -245,7 +247,7 @@ def adm_config(arch: str | Path | dict[str, Any] | ADMConfig) -> ADMConfig:
                              f"{', '.join(ADM_PRESETS)} or a .yaml file of guided-diffusion flags")
         raise ValueError(f"arch: no such file {str(path)!r}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"arch: {path.name} is not valid YAML ({first})") from None

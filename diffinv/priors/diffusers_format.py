@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffinv.schedules import NoiseSchedule
+from diffinv.schedules import NoiseSchedule, output_to_eps  # noqa: F401 - re-exported
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
@@ -147,35 +147,6 @@ def scheduler_info(config: dict) -> dict:
 
 
 # --- output parametrisations ---------------------------------------------------------------------
-
-def output_to_eps(raw: Tensor, x_t: Tensor, alpha_bar_t: float | Tensor, prediction_type: str) -> Tensor:
-    r"""ε̂ from a network output ``raw`` of parametrisation ``prediction_type``, at noise level ᾱ_t.
-
-    With x_t = √ᾱ x0 + √(1−ᾱ) ε (Ho et al. 2020):
-
-    * ``"epsilon"``: ε̂ = raw;
-    * ``"sample"`` (raw = x̂0): ε̂ = (x_t − √ᾱ x̂0)/√(1−ᾱ);
-    * ``"v_prediction"`` (raw = v̂, v = √ᾱ ε − √(1−ᾱ) x0, Salimans & Ho 2022): ε̂ = √ᾱ v̂ + √(1−ᾱ) x_t.
-
-    ``raw`` and ``x_t`` have equal shapes (B, C, H, W) or any; ``alpha_bar_t`` is a float or a tensor
-    broadcastable to them (e.g. (B, 1, 1, 1)) with 0 < ᾱ < 1 (for "sample"; ᾱ ≤ 1 otherwise).
-    Pure and differentiable in ``raw`` and ``x_t``.
-    """
-    if raw.shape != x_t.shape:
-        raise ValueError(f"output_to_eps: raw {tuple(raw.shape)} and x_t {tuple(x_t.shape)} differ in shape")
-    if prediction_type == "epsilon":
-        return raw
-    if isinstance(alpha_bar_t, Tensor):
-        a = alpha_bar_t.to(device=x_t.device, dtype=x_t.dtype)
-    else:
-        a = torch.tensor(float(alpha_bar_t), device=x_t.device, dtype=x_t.dtype)
-    if prediction_type == "sample":
-        return (x_t - a.sqrt() * raw) / (1 - a).sqrt()
-    if prediction_type == "v_prediction":
-        return a.sqrt() * raw + (1 - a).sqrt() * x_t
-    raise ValueError(f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, "
-                     f"got {prediction_type!r}")
-
 
 # --- folders ---------------------------------------------------------------------------------------
 
@@ -357,3 +328,31 @@ def load_diffusers_unet(path: str | Path, device: str | torch.device = "cpu",
         "value_range": VALUE_RANGE,
     }
     return DiffusersEpsNet(unet).eval(), info
+
+
+def load_diffusers_prior(path: str | Path, device: str | torch.device = "cpu",
+                         dtype: torch.dtype = torch.float32, fp16: bool = False, checkpointing: bool = False):
+    """A diffusers folder as a :class:`~diffinv.priors.network.NetworkPrior` of shape (C, S, S) on [−1, 1].
+
+    The scheduler's ``prediction_type`` becomes the prior's parametrisation; ``fp16`` loads the UNet in
+    float16; ``checkpointing`` turns on the UNet's gradient checkpointing (backward passes at 256²).
+    """
+    from diffinv.priors.network import NetworkPrior
+
+    net, info = load_diffusers_unet(path, device=device, dtype=torch.float16 if fp16 else dtype)
+    if checkpointing:
+        net.unet.enable_gradient_checkpointing()
+    size = info["sample_size"]
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ValueError(f"checkpoint: only square images are supported; sample_size is {size}")
+        size = size[0]
+    if size is None:
+        raise ValueError(f"checkpoint: {path}: unet config.json has no sample_size")
+    card = {"name": Path(path).name, "format": "diffusers", "source": str(path),
+            "prediction_type": info["prediction_type"], "schedule_source": info["schedule_source"],
+            "scheduler": info["scheduler"], "fp16": bool(fp16), "checkpointing": bool(checkpointing),
+            "value_range": list(info["value_range"])}
+    shape = (info["in_channels"], int(size), int(size))
+    return NetworkPrior(net, info["schedule"], shape, card=card, parametrisation=info["prediction_type"],
+                        value_range=info["value_range"])

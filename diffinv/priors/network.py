@@ -1,8 +1,17 @@
-r"""A trained ε-network as a :class:`~diffinv.priors.base.DiffusionPrior`.
+r"""A trained network as a :class:`~diffinv.priors.base.DiffusionPrior`, whatever it predicts.
 
-ε̂ = ε_θ(x_t, t) with the integer timestep t (the index of ᾱ_t in the schedule; no offset), and
-x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (``schedules.eps_to_x0``; Tweedie for an ε-parametrised network).
-Clean data live in [−1, 1] (``value_range``): images u ∈ [0, 255] are mapped to 2u/255 − 1.
+The network is called with the integer timestep t (the index of ᾱ_t in the schedule; no offset). Its
+output o (B, C_out, H, W) is turned into ε̂ by its **parametrisation**:
+
+* ``eps`` (Ho et al. 2020):                  ε̂ = o
+* ``x0`` (diffusers ``sample``):             ε̂ = (x_t − √ᾱ_t o)/√(1−ᾱ_t)
+* ``v`` (Salimans & Ho 2022, v = √ᾱ ε − √(1−ᾱ) x0):   ε̂ = √ᾱ_t o + √(1−ᾱ_t) x_t
+
+A learned-variance network (ADM with ``learn_sigma``, Nichol & Dhariwal 2021) outputs C_out = 2C
+channels: the first C are the prediction, the rest (the variance interpolation) are not used.
+Then x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (``schedules.eps_to_x0``; Tweedie for an ε-parametrised network).
+Clean data live in ``value_range`` ([−1, 1] for every shipped, ADM and diffusers prior); the one map
+between image pixels and these units is :mod:`diffinv.units`.
 The network runs in its own parameter dtype/device; inputs are cast there and outputs cast back,
 so autograd flows through the casts (``differentiable = True``). x̂0 is *not* clipped to [−1, 1]
 (samplers that want clipping use ``value_range``), so that (x̂0, ε̂) stay exactly consistent.
@@ -16,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from diffinv.priors.base import Denoised, check_batch
-from diffinv.schedules import NoiseSchedule, eps_to_x0
+from diffinv.schedules import PARAMETRISATIONS, NoiseSchedule, eps_to_x0, output_to_eps
 
 
 class NetworkPrior:
@@ -27,23 +36,35 @@ class NetworkPrior:
     network : the ε-network (put in eval mode here).
     schedule : the VP schedule it was trained on.
     shape : per-sample shape (C, S, S).
-    card : the model card (dict) it was loaded with, if any.
+    card : the model card (dict) it was loaded with, if any (for external checkpoints: what was read).
+    parametrisation : what the network predicts: ``eps``, ``x0`` or ``v`` (diffusers' names accepted).
+    value_range : (lo, hi) of clean data in the network's units.
     """
 
-    value_range: tuple[float, float] | None = (-1.0, 1.0)
     differentiable = True
 
     def __init__(self, network: nn.Module, schedule: NoiseSchedule, shape: tuple[int, ...],
-                 card: dict | None = None) -> None:
+                 card: dict | None = None, parametrisation: str = "eps",
+                 value_range: tuple[float, float] | None = (-1.0, 1.0)) -> None:
+        if parametrisation not in PARAMETRISATIONS:
+            raise ValueError(f"parametrisation: expected one of {', '.join(PARAMETRISATIONS)}, "
+                             f"got {parametrisation!r}")
         self.network = network.eval()
         self.schedule = schedule
         self.shape = tuple(int(s) for s in shape)
         self.card = card or {}
+        self.parametrisation = PARAMETRISATIONS[parametrisation]
+        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
 
     def denoise(self, x_t: Tensor, t: int) -> Denoised:
         """x̂0 and ε̂ at integer t; x_t (B, *shape) in any float dtype/device."""
         check_batch(self, x_t, t)
         param = next(self.network.parameters())
         steps = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=param.device)
-        eps = self.network(x_t.to(param.device, param.dtype), steps).to(x_t.device, x_t.dtype)
-        return Denoised(x0=eps_to_x0(x_t, eps, self.schedule.alpha_bar_at(t)), eps=eps)
+        raw = self.network(x_t.to(param.device, param.dtype), steps).to(x_t.device, x_t.dtype)
+        channels = self.shape[0]
+        if raw.shape[1] == 2 * channels and len(self.shape) == 3:  # learned variance: ε first, then v
+            raw = raw[:, :channels]
+        alpha_bar = self.schedule.alpha_bar_at(t)
+        eps = output_to_eps(raw, x_t, alpha_bar, self.parametrisation)
+        return Denoised(x0=eps_to_x0(x_t, eps, alpha_bar), eps=eps)
