@@ -116,4 +116,5 @@ def solve(
     m = report.metrics
     quality = f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, " if m["psnr"] is not None else ""
     stdout.print(f"wrote {report.out}: {m['num_samples']} samples, {quality}residual {m['residual']:.2f}, "
-                 f"NFE {m['nfe_forward']}/{m['nfe_backward']}, {m['seconds']:.1f} s", highlight=False)
+                 f"NFE {m['nfe_forward']}/{m['nfe_backward']}, {m['seconds']:.1f} s", highlight=False,
+                 soft_wrap=True)
