@@ -12,12 +12,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.entry import Terminated
+from cli.entry import Terminated, raising_signals
 from diffinv.samplers.base import SamplingError
 from diffinv.typed import parse_value
 
 stderr = Console(stderr=True)
-stdout = Console()
+stdout = Console(soft_wrap=True)  # a message stays one line in a pipe (tables still fit the width)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -28,7 +28,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn exceptions into one error line: bad input → exit 2, run-time failure → exit 1, SIGINT → 130,
-    SIGTERM → 143 (cli.entry makes SIGTERM raise :class:`~cli.entry.Terminated`).
+    SIGTERM → 143 (inside the command :func:`cli.entry.raising_signals` makes both signals raise).
 
     Set DIFFINV_DEBUG=1 to see the traceback instead.
     """
@@ -38,7 +38,8 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         if os.environ.get("DIFFINV_DEBUG"):
             return func(*args, **kwargs)
         try:
-            return func(*args, **kwargs)
+            with raising_signals():
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
@@ -76,21 +77,28 @@ def split_names(text: str | None) -> tuple[str, ...]:
 
 @contextmanager
 def progress_bar(total: int, quiet: bool = False):
-    """A rich progress bar with ETA on stderr; yields a callback(description) that advances it."""
+    """A rich progress bar with ETA on stderr (from the first item on); yields a callback(description) that
+    advances it."""
     if quiet:
         yield lambda _description: None
         return
     columns = [TextColumn("{task.description:<24}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    with Progress(*columns, console=stderr, transient=False) as progress:
-        task = progress.add_task("starting", total=total)
-        state = {"started": False}
+    progress = Progress(*columns, console=stderr, transient=False)
+    task = progress.add_task("starting", total=total)
+    state = {"started": False}
 
-        def advance(description: str) -> None:
-            if state["started"]:
-                progress.advance(task)
+    def advance(description: str) -> None:
+        if state["started"]:
+            progress.advance(task)
+        else:  # shown from the first item on: an error while loading leaves only its own line
+            progress.start()
             state["started"] = True
-            progress.update(task, description=description)
+        progress.update(task, description=description)
 
+    try:
         yield advance
         progress.update(task, completed=total, description="done")
+    finally:
+        if state["started"]:
+            progress.stop()

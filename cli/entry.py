@@ -1,9 +1,17 @@
 """The console-script entry point: signals first, then the (heavy) Typer app.
 
 Installed before torch is imported, so that Ctrl-C or SIGTERM during start-up also ends with one line and
-the conventional exit code: 130 for SIGINT, 143 for SIGTERM (128 + the signal number). Inside a command
-both signals raise (``KeyboardInterrupt`` / :class:`Terminated`), so ``finally`` blocks run and no
-half-written output or temporary folder is left behind. ``DIFFINV_DEBUG=1`` shows tracebacks instead.
+the conventional exit code: 130 for SIGINT, 143 for SIGTERM (128 + the signal number). Two phases:
+
+* start-up (imports, option parsing) and after a command: the signal ends the process at once with its
+  line (``os._exit``). Nothing has been written yet, and an exception raised here could be swallowed: torch's
+  C initialisation clears any error raised while it imports numpy, so the run would just go on.
+* inside a command (:func:`raising_signals`, entered by :func:`cli.common.one_line_errors`): both signals
+  raise (``KeyboardInterrupt`` / :class:`Terminated`), so ``finally`` blocks run and no half-written output
+  or temporary folder is left behind.
+
+The process ends with ``os._exit`` after an interruption, so that the interpreter does not turn the exit
+code into a death by SIGINT. ``DIFFINV_DEBUG=1`` shows tracebacks instead.
 """
 
 from __future__ import annotations
@@ -11,6 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from contextlib import contextmanager
+from typing import NoReturn
+
+SIGNAL_EXITS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
 
 
 class Terminated(BaseException):
@@ -21,10 +33,48 @@ def _on_sigterm(signum, frame) -> None:  # noqa: ARG001
     raise Terminated()
 
 
-def _exit_line(message: str, code: int) -> None:
+def _raise(signum, frame) -> None:  # noqa: ARG001
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated()
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _exit_now(signum, frame) -> NoReturn:  # noqa: ARG001
+    """Start-up handler: one line and the signal's exit code, at once (module docstring)."""
+    code, word = SIGNAL_EXITS[signum]
+    _flush()
+    os.write(2, f"error: {word}\n".encode())
+    os._exit(code)
+
+
+@contextmanager
+def raising_signals():
+    """Inside a command run by :func:`main`: SIGINT / SIGTERM raise, so clean-up runs (module docstring).
+
+    Does nothing where :func:`main` did not install its handlers (tests, library use, other threads)."""
+    switched = [s for s in SIGNAL_EXITS if signal.getsignal(s) is _exit_now]
+    for s in switched:
+        signal.signal(s, _raise)
+    try:
+        yield
+    finally:
+        for s in switched:
+            signal.signal(s, _exit_now)
+
+
+def _exit_line(message: str, code: int) -> NoReturn:
+    _flush()
     sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
-    sys.exit(code)
+    _flush()
+    os._exit(code)
 
 
 def run_app(args: list[str] | None = None) -> int:
@@ -53,17 +103,26 @@ def run_app(args: list[str] | None = None) -> int:
 
 def main() -> None:
     """Run the ``diffinv`` app with signal handling around its import and its run."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    debug = bool(os.environ.get("DIFFINV_DEBUG"))
+    if debug:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    else:
+        for s in SIGNAL_EXITS:
+            signal.signal(s, _exit_now)
     try:
-        sys.exit(run_app())
+        code = run_app()
     except KeyboardInterrupt:
-        if os.environ.get("DIFFINV_DEBUG"):
+        if debug:
             raise
         _exit_line("interrupted", 130)
     except Terminated:
-        if os.environ.get("DIFFINV_DEBUG"):
+        if debug:
             raise
         _exit_line("terminated", 143)
+    if code in (130, 143):  # a command reported an interruption: exit without the interpreter's SIGINT death
+        _flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def compare(
                       f"{row['nfe_forward_per_sample']:.0f} / {row['nfe_backward_per_sample']:.0f}",
                       f"{row['seconds_per_1000']:.2f}",
                       "-" if row["overhead"] != row["overhead"] else f"{row['overhead']:.2f}")
-    stdout.print(table)
+    stdout.print(table, soft_wrap=False)  # a table is laid out to the width (title centred)
 
 
 from cli.solve import solve  # noqa: E402

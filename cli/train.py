@@ -36,13 +36,21 @@ def loss_bar(quiet: bool):
     columns = [TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn()]
-    with Progress(*columns, console=stderr) as progress:
-        task = progress.add_task("train", total=None, loss="-")
+    progress = Progress(*columns, console=stderr)
+    task = progress.add_task("train", total=None, loss="-")
+    state = {"started": False}
 
-        def update(step: int, total: int, loss: float) -> None:
-            progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
+    def update(step: int, total: int, loss: float) -> None:
+        if not state["started"]:  # from the first step on: an error while loading leaves only its own line
+            progress.start()
+            state["started"] = True
+        progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
+    try:
         yield update
+    finally:
+        if state["started"]:
+            progress.stop()
 
 
 @one_line_errors
