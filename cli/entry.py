@@ -29,10 +29,6 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM (a BaseException, so ``except Exception`` does not swallow it)."""
 
 
-def _on_sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise Terminated()
-
-
 def _raise(signum, frame) -> None:  # noqa: ARG001
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -105,7 +101,7 @@ def main() -> None:
     """Run the ``diffinv`` app with signal handling around its import and its run."""
     debug = bool(os.environ.get("DIFFINV_DEBUG"))
     if debug:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, _raise)
     else:
         for s in SIGNAL_EXITS:
             signal.signal(s, _exit_now)

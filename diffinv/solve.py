@@ -173,9 +173,6 @@ class SolveJob:
     device: torch.device
     image_info: dict[str, Any] = field(default_factory=dict)
 
-    def __iter__(self):  # (problem, prior, op, y01, truth, device), the older tuple form
-        return iter((self.problem, self.prior, self.op, self.y01, self.truth, self.device))
-
 
 def check_config(config: SolveConfig) -> None:
     """Validate the options that need no file (one-line ValueErrors naming the option)."""

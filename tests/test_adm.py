@@ -330,5 +330,5 @@ def test_config_errors_name_arch(tmp_path):
         adm_config({"image_size": 64, "num_res_blocks": 1})
     with pytest.raises(ValueError, match=r"^arch: .*channel_mult '' has no default for image_size 96"):
         adm_config({**SMALL, "image_size": 96, "channel_mult": ""})
-    with pytest.raises(ValueError, match=r"^arch: .*num_res_blocks must be an integer"):
+    with pytest.raises(ValueError, match=r"^arch: .*num_res_blocks: expected an integer"):
         adm_config({**SMALL, "num_res_blocks": "two"})

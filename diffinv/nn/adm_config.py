@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from diffinv.typed import load_yaml
+from diffinv.typed import coerce, field_types, load_yaml, parse_value
 
 DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
@@ -48,49 +48,6 @@ NON_ARCHITECTURE_KEYS: frozenset[str] = frozenset({
     "log_interval", "save_interval", "resume_checkpoint", "fp16_scale_growth", "data_dir",
     "schedule_sampler", "classifier_path", "classifier_scale",
 })
-
-_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def _as_bool(name: str, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[v.strip().lower()]
-    raise ValueError(f"{name} must be a boolean, got {v!r}")
-
-
-def _as_int(name: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {v!r}") from None
-    if f != int(f):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    return int(f)
-
-
-def _number(name: str, s: Any) -> float | int:
-    try:
-        f = float(s)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: cannot read {s!r} as a number") from None
-    return int(f) if f == int(f) else f
-
-
-def _as_list(name: str, v: Any) -> list[Any]:
-    if isinstance(v, str):
-        return [p for p in (q.strip() for q in v.split(",")) if p]
-    if isinstance(v, (list, tuple)):
-        return list(v)
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return [v]
-    raise ValueError(f"{name} must be a comma-separated string or a list, got {v!r}")
-
 
 @dataclass(frozen=True)
 class ADMConfig:
@@ -122,16 +79,10 @@ class ADMConfig:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type == "int":
-                put(self, f.name, _as_int(f.name, v))
-            elif f.type == "bool":
-                put(self, f.name, _as_bool(f.name, v))
-        try:
-            put(self, "dropout", float(self.dropout))
-        except (TypeError, ValueError):
-            raise ValueError(f"dropout must be a number, got {self.dropout!r}") from None
+        for name, tp in field_types(type(self)).items():  # int / bool / float fields: the one typed reader
+            if tp in (int, bool, float):
+                value = getattr(self, name)  # command-line style strings ("True", "16") read as YAML 1.2
+                put(self, name, coerce(parse_value(value) if isinstance(value, str) else value, tp, name))
         for name in ("image_size", "num_channels", "num_res_blocks", "in_channels", "num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -149,12 +100,12 @@ class ADMConfig:
                 raise ValueError(f"channel_mult '' has no default for image_size {self.image_size} "
                                  f"(defaults exist for {sorted(DEFAULT_CHANNEL_MULT)}); give channel_mult")
             mult = DEFAULT_CHANNEL_MULT[self.image_size]
-        mult = tuple(_number("channel_mult", m) for m in _as_list("channel_mult", mult))
+        mult = coerce([mult] if isinstance(mult, int) else mult, tuple[int, ...], "channel_mult")
         if not mult or any(m <= 0 for m in mult):
             raise ValueError(f"channel_mult must hold positive numbers, got {self.channel_mult!r}")
         put(self, "channel_mult", mult)
-        res = tuple(_as_int("attention_resolutions", r) for r in _as_list("attention_resolutions",
-                                                                           self.attention_resolutions))
+        res = self.attention_resolutions
+        res = coerce([res] if isinstance(res, int) else res, tuple[int, ...], "attention_resolutions")
         if any(r < 1 for r in res):
             raise ValueError(f"attention_resolutions must be positive pixel sizes, "
                              f"got {self.attention_resolutions!r}")
