@@ -24,6 +24,7 @@ import torch
 
 from diffinv import __version__
 from diffinv.compare import CSV_FIELDS, CompareConfig, parse_seeds, run_compare, summarise
+from diffinv.typed import parse_value
 
 # Published (DCPS, ICML-submission Table 1; gmm_benchmark.md §8): SW median / mean ± sd, Δw mean ± sd.
 PUBLISHED = {
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--dims", default="10,100")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--variants", default="", help="extra rows: ';'-separated SAMPLER:KEY=VALUE,... "
+                        "(e.g. 'tds:num_particles=16;tds:num_particles=256'), each run with its GMM preset "
+                        "plus these options and reported as 'SAMPLER (KEY=VALUE,...)'")
     parser.add_argument("--merge", default="", help="comma-separated gmm_table1.json files to combine "
                         "(no sampling; e.g. seed ranges run in parallel; later files replace records "
                         "of the same dx, sampler and seed)")
@@ -70,12 +74,24 @@ def main() -> None:
         info["command"] += " && python benchmarks/gmm_table1.py " + " ".join(sys.argv[1:])
         write(out, all_records, sections, info, args)
         return
+    variants = [v for v in args.variants.split(";") if v]
     for dx in (int(d) for d in args.dims.split(",")):
-        config = CompareConfig(dx=dx, dy=1, seeds=parse_seeds(args.seeds), samplers=samplers,
-                               num_samples=args.num_samples, dtype="float32")
-        report = run_compare(config, progress=lambda msg, dx=dx: print(f"dx={dx} {msg}", file=sys.stderr))
-        all_records += report.records
-        sections.append((dx, summarise(report.records)))
+        records = []
+        runs = [(samplers, {}, None)] if samplers or not variants else []
+        for variant in variants:
+            name, _, options = variant.partition(":")
+            overrides = {key: parse_value(value) for key, value in
+                         (item.split("=", 1) for item in options.split(",") if item)}
+            runs.append(((name,), {name: overrides}, f"{name} ({options})"))
+        for names, overrides, label in runs:
+            config = CompareConfig(dx=dx, dy=1, seeds=parse_seeds(args.seeds), samplers=names,
+                                   num_samples=args.num_samples, dtype="float32", overrides=overrides)
+            report = run_compare(config, progress=lambda msg, dx=dx: print(f"dx={dx} {msg}", file=sys.stderr))
+            for record in report.records:
+                record["sampler"] = label or record["sampler"]
+            records += report.records
+        all_records += records
+        sections.append((dx, summarise(records)))
     info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,

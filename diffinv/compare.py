@@ -7,7 +7,10 @@ for every sampler of a seed) and the mode-weight error (:mod:`diffinv.metrics`).
 
 Random streams per seed ``k`` (all explicit generators): the problem uses ``k``; each sampler uses
 ``k`` too (samplers are independent runs); the exact reference samples use 2³¹ + k and the SW
-directions 2³² + k, so adding a sampler never changes another sampler's numbers.
+directions 2³² + k, so adding a sampler never changes another sampler's numbers. The samplers'
+generators live on the run device (CUDA runs draw their noise on the GPU: same seed, same numbers on a
+given device, but CPU and CUDA streams differ); the problem, reference and SW generators are CPU ones,
+so the problem and its reference are the same on every device.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ def run_compare(config: CompareConfig,
             if progress is not None:
                 progress(f"{name} seed {seed}")
             sampler = build_sampler(name, config, gmm.dx)
-            result = sampler.sample(gmm.prior, gmm.problem, config.num_samples, make_generator(seed),
+            result = sampler.sample(gmm.prior, gmm.problem, config.num_samples, make_generator(seed, device),
                                     device=device, dtype=dtype, max_batch=config.max_batch)
             metrics = score(result, gmm, reference, seed, config.num_directions)
             record = {"sampler": name, "seed": seed, "dx": gmm.dx, "dy": gmm.dy,

@@ -59,6 +59,8 @@ class NoiseSchedule:
             raise ValueError("betas: every β_t must lie in (0, 1)")
         object.__setattr__(self, "betas", betas)
         object.__setattr__(self, "alpha_bar", torch.cumprod(1.0 - betas, dim=0))
+        # Python floats for look-ups inside sampler loops (no tensor → Python conversion per step)
+        object.__setattr__(self, "_alpha_bar_list", self.alpha_bar.tolist())
 
     @property
     def num_timesteps(self) -> int:
@@ -71,7 +73,7 @@ class NoiseSchedule:
             return 1.0
         if not 0 <= t < self.num_timesteps:
             raise ValueError(f"t: expected an integer in [-1, {self.num_timesteps - 1}], got {t}")
-        return float(self.alpha_bar[t])
+        return self._alpha_bar_list[t]
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "num_timesteps": self.num_timesteps}
@@ -118,7 +120,7 @@ def timestep_grid(num_timesteps: int, num_steps: int) -> list[int]:
     if num_steps == 1:
         return [0]
     grid = torch.linspace(num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long()
-    return [int(t) for t in grid]
+    return [int(t) for t in grid.tolist()]
 
 
 def grid_pairs(grid: list[int]) -> list[tuple[int, int]]:
@@ -140,6 +142,10 @@ class BridgeCoefficients:
     c_0: float
     sigma: float
 
+    def mean(self, x_t: Tensor, x0_hat: Tensor) -> Tensor:
+        """The bridge mean c_x x_t + c_0 x̂0 (the one place it is written)."""
+        return self.c_x * x_t + self.c_0 * x0_hat
+
 
 def bridge_coefficients(alpha_bar_t: float, alpha_bar_s: float,
                         eta: float = 1.0) -> BridgeCoefficients:
@@ -160,7 +166,7 @@ def bridge_coefficients(alpha_bar_t: float, alpha_bar_s: float,
 def ddim_sample(x_t: Tensor, x0_hat: Tensor, coeffs: BridgeCoefficients,
                 generator: torch.Generator | None) -> Tensor:
     """Draw x_s = c_x x_t + c_0 x̂0 + σ z, z ~ N(0, I) from ``generator``. Shapes: any, equal."""
-    mean = coeffs.c_x * x_t + coeffs.c_0 * x0_hat
+    mean = coeffs.mean(x_t, x0_hat)
     if coeffs.sigma == 0.0:
         return mean
     return mean + coeffs.sigma * randn(x_t.shape, generator, like=x_t)

@@ -6,7 +6,9 @@ Pipeline (units: images on the [0, 1] pixel scale u; the prior works on x = 2u �
        are read through the mask);
     2. in the prior's units, y = 2 y₀₁ − A 𝟙 = A x + 2σ_y ε (A is linear), σ = 2σ_y;
     3. k samples x⁽ʲ⁾ from the sampler; u⁽ʲ⁾ = clamp((x⁽ʲ⁾ + 1)/2, 0, 1) (the data range; the usual
-       final clamp of image samplers);
+       final clamp of image samplers). The sampler's generator (seed ``seed``) lives on the run device,
+       so a CUDA run draws its noise on the GPU (same seed, same samples on a given device; CPU and
+       CUDA streams differ); the simulated observation noise uses a CPU generator (same y₀₁ anywhere);
     4. mean ū = (1/k) Σ u⁽ʲ⁾, per-pixel std s = sqrt((1/(k−1)) Σ (u⁽ʲ⁾ − ū)²), PSNR/SSIM of ū against
        the truth, data-consistency ‖y₀₁ − A ū‖ / (σ_y √m).
 Outputs go through :class:`diffinv.outputs.OutputFolder`: checked before any work, locked against other
@@ -251,7 +253,8 @@ def solve(config: SolveConfig, prior: DiffusionPrior | None = None, progress: Pr
     with folder if folder is not None else nullcontext():
         run_prior = ProgressPrior(job.prior, progress) if progress is not None else job.prior
         result: SampleResult = sampler.sample(run_prior, inverse, config.num_samples,
-                                              generator=make_generator(config.seed), device=job.device,
+                                              generator=make_generator(config.seed, job.device),
+                                              device=job.device,
                                               max_batch=config.max_batch)
         samples = units.to_pixels(result.samples.double()).clamp(0, 1)
         metrics = summarise(samples, job.y01, job.op, job.problem.sigma_y, job.truth, result)

@@ -11,6 +11,7 @@ Identities (A: R^d → R^m, A⁺ its pseudo-inverse; SVD layout A = U diag(s) V�
                         ‖A x − A_k x‖ ≤ rcond·max(s)·‖x‖; A_k = A for CG pseudo-inverses
   SVD                   U(pad(s ⊙ (Vᵀx)_{:k})) = A x, VᵀV = I, V Vᵀ = I, UᵀU = I, U Uᵀ = I, s ≥ 0
   batches               every map acts on each batch item alone; calls never change the operator
+                        (its memo of derived data, ``_memo``, aside)
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffinv.operators import LinearOperator
+from diffinv.operators import OPERATORS, LinearOperator
 from diffinv.rng import make_generator
 
 D = torch.float64
+NAMES = list(OPERATORS)
+SVD_NAMES = [n for n in NAMES if OPERATORS[n].has_svd]
+
+
+def example(name: str) -> LinearOperator:
+    """The registered operator's small ``example`` instance, from a fixed seed (the batteries' cases)."""
+    return OPERATORS[name].example(make_generator(7))
 
 
 @dataclass(frozen=True)
@@ -174,32 +182,38 @@ def check_float32(op: LinearOperator, x: Tensor, y: Tensor, tol: Tol, pinv_tol: 
         ((pinv_tol or tol) if key == "pinv" else tol).assert_close(value.double(), ref[key], key)
 
 
+def state(op: LinearOperator) -> dict:
+    """The operator's attributes without its memo of derived data (``_memo``: not state, see
+    diffinv.operators.base)."""
+    return {key: value for key, value in vars(op).items() if key != "_memo"}
+
+
 def snapshot(op: LinearOperator) -> dict:
-    return copy.deepcopy(op.__dict__)
+    return copy.deepcopy(state(op))
 
 
 def assert_unchanged(op: LinearOperator, before: dict, where: str = "") -> None:
     """The operator's attributes equal the snapshot ``before`` (composed children recursively)."""
-    after = op.__dict__
+    after = state(op)
     assert before.keys() == after.keys(), f"{where}: attributes {set(before) ^ set(after)}"
     for key, value in before.items():
         if isinstance(value, Tensor):
             assert torch.equal(value, after[key]), f"{where}{key}"
         elif isinstance(value, LinearOperator):
-            assert_unchanged(after[key], value.__dict__, f"{where}{key}.")
+            assert_unchanged(after[key], state(value), f"{where}{key}.")
         else:
             assert value == after[key], f"{where}{key}"
 
 
-def tensor_buffers(obj, prefix: str = "op", seen: set | None = None) -> dict[str, int]:
-    """Bytes held by every tensor reachable from an operator's attributes (composed children, lists,
-    tuples and dicts included): {attribute path: max(view size, storage size)}."""
+def reachable_tensors(obj, prefix: str = "op", seen: set | None = None) -> dict[str, Tensor]:
+    """Every tensor reachable from an operator's attributes (composed children, lists, tuples and
+    dicts included): {attribute path: tensor}, each tensor once."""
     seen = set() if seen is None else seen
     if id(obj) in seen:
         return {}
     seen.add(id(obj))
     if isinstance(obj, Tensor):
-        return {prefix: max(obj.numel() * obj.element_size(), obj.untyped_storage().nbytes())}
+        return {prefix: obj}
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, (list, tuple)):
@@ -208,7 +222,14 @@ def tensor_buffers(obj, prefix: str = "op", seen: set | None = None) -> dict[str
         items = vars(obj).items()
     else:
         return {}
-    out: dict[str, int] = {}
+    out: dict[str, Tensor] = {}
     for key, value in items:
-        out |= tensor_buffers(value, f"{prefix}.{key}", seen)
+        out |= reachable_tensors(value, f"{prefix}.{key}", seen)
     return out
+
+
+def tensor_buffers(obj) -> dict[str, int]:
+    """Bytes held by every tensor reachable from an operator (:func:`reachable_tensors`):
+    {attribute path: max(view size, storage size)}."""
+    return {path: max(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+            for path, t in reachable_tensors(obj).items()}

@@ -10,7 +10,9 @@ from diffinv.rng import make_generator
 from diffinv.samplers import InverseProblem
 from diffinv.samplers.ddrm import DDRMSampler
 from diffinv.samplers.dps import DPSSampler
-from diffinv.samplers.pgdm import PGDMSampler, pgdm_vector
+from diffinv.operators.spectral import SpectralView
+from diffinv.samplers.guidance import MeasurementFit
+from diffinv.samplers.pgdm import PGDMSampler
 from diffinv.sampling import sample_prior
 
 D = torch.float64
@@ -66,15 +68,20 @@ def test_pgdm_guidance_is_exact_for_standard_gaussian_prior():
     ab = prior.schedule.alpha_bar_at(t)
     x = torch.randn(5, 3, generator=g, dtype=D).requires_grad_(True)
     x0 = prior.denoise(x, t).x0
-    v = pgdm_vector(DenseOperator(a), y, x0.detach(), sigma**2 / (1 - ab), 50)
+    # v = Aᵀ (A Aᵀ + λ I)⁻¹ r with λ = σ²/r_t²: MeasurementFit with σ_y² = λ and τ² = 1
+    lam_root = sigma / (1 - ab) ** 0.5
+    op = DenseOperator(a)
+    v = MeasurementFit(op, y, lam_root, 50, SpectralView.of(op, y))(x0.detach(), 1.0)[1]
     (g_t,) = torch.autograd.grad((v * x0).sum(), x)
     cov = (1 - ab) * a @ a.T + sigma**2 * torch.eye(2, dtype=D)
     x2 = x.detach().requires_grad_(True)
     log_p = torch.distributions.MultivariateNormal(ab**0.5 * x2 @ a.T, cov).log_prob(y).sum()
     (exact,) = torch.autograd.grad(log_p, x2)
     assert torch.allclose(g_t, (1 - ab) * exact, atol=1e-10)
-    v_cg = pgdm_vector(NoSVD(DenseOperator(a)), y, x0.detach(), sigma**2 / (1 - ab), 50)
+    q, v_cg = MeasurementFit(NoSVD(op), y, lam_root, 50)(x0.detach(), 1.0)
+    q_svd = MeasurementFit(op, y, lam_root, 50, SpectralView.of(op, y))(x0.detach(), 1.0)[0]
     assert torch.allclose(v, v_cg, atol=1e-8)
+    assert torch.allclose(q, q_svd, atol=1e-8)
 
 
 def test_ddrm_data_consistency():

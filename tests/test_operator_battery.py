@@ -30,12 +30,7 @@ from diffinv.operators.superres import AvgPoolSR, BicubicSR, bicubic_matrix
 from diffinv.rng import make_generator
 
 D = torch.float64
-NAMES = list(OPERATORS)
-SVD_NAMES = [n for n in NAMES if OPERATORS[n].has_svd]
-
-
-def make(name):
-    return OPERATORS[name].example(make_generator(7))
+NAMES, SVD_NAMES, make = checks.NAMES, checks.SVD_NAMES, checks.example
 
 
 def test_every_operator_class_is_registered():

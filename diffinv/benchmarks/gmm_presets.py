@@ -54,6 +54,9 @@ def gmm_preset(sampler: str, dx: int) -> dict[str, Any]:
         # N = 64 (official) up to d_x = 10; above, 16 filters of N = 4096, 128 draws each (docstring)
         "mcgdiff": ({"num_particles": 64, "num_steps": 100} if dx <= 10 else
                     {"num_particles": 4096, "num_steps": 100, "samples_per_filter": 128}),
+        # N = 64, 100 steps, resampling below ESS N/2 (the TDS defaults but N; figures for N = 16 … 256
+        # in benchmarks/results/gmm_table1.md)
+        "tds": {"num_particles": 64, "num_steps": 100},
         # M = 500 ("DCPS500") up to d_x = 10; above, M = 1000 (tuning: 2.19 → 1.67 median at d_x = 100)
         "dcps": {"langevin_steps": 500 if dx <= 10 else 1000, "lr": 1.0 * (dx / 10) ** 0.5,
                  "gamma": 0.05 * (dx / 10) ** 0.3},

@@ -187,9 +187,6 @@ class CircularBlur(SVDOperator):
         spec = self._to_complex(z)
         return torch.fft.ifft2(spec * self._omega(spec), norm="ortho").real
 
-    def singulars(self) -> Tensor:
-        return self._s
-
     def describe(self) -> dict:
         info = {"name": self.name, "shape": list(self.in_shape), "kernel_shape": list(self.kernel.shape),
                 "boundary": "circular"}

@@ -38,6 +38,7 @@ class Colorization(IdentityUOperator):
         self.in_shape = shape
         self.out_shape = (1, *shape[1:])
         self._q = mean_basis(shape[0])
+        self._s = torch.full((self.out_dim,), 1.0 / math.sqrt(shape[0]), dtype=torch.float64)
 
     @classmethod
     def example(cls, generator: torch.Generator) -> Colorization:
@@ -52,9 +53,6 @@ class Colorization(IdentityUOperator):
     def V(self, z: Tensor) -> Tensor:
         coords = z.reshape(z.shape[0], *self.in_shape)
         return torch.einsum("bkhw,ck->bchw", coords, self._q.to(z))
-
-    def singulars(self) -> Tensor:
-        return torch.full((self.out_dim,), 1.0 / math.sqrt(self.in_shape[0]), dtype=torch.float64)
 
     def describe(self) -> dict:
         return {"name": "colorize", "shape": list(self.in_shape), "weights": "mean"}

@@ -57,9 +57,6 @@ class DenseOperator(SVDOperator):
     def Ut(self, y: Tensor) -> Tensor:
         return y @ self._u.to(y)
 
-    def singulars(self) -> Tensor:
-        return self._s
-
     def describe(self) -> dict:
         return {"name": "dense", "shape": list(self._matrix.shape)}
 
@@ -83,6 +80,7 @@ class SelectOperator(SVDOperator):
         self._inv = torch.argsort(self._perm)
         self.in_shape = (dim,)
         self.out_shape = (idx.numel(),)
+        self._s = torch.ones(self.out_dim, dtype=torch.float64)
 
     @classmethod
     def example(cls, generator: torch.Generator) -> SelectOperator:
@@ -110,9 +108,6 @@ class SelectOperator(SVDOperator):
 
     def Ut(self, y: Tensor) -> Tensor:
         return y
-
-    def singulars(self) -> Tensor:
-        return torch.ones(self.out_dim, dtype=torch.float64)
 
     def describe(self) -> dict:
         return {"name": "select", "dim": self.in_dim, "idx": self._idx.tolist()}

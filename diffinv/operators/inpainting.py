@@ -71,6 +71,7 @@ class Inpainting(SVDOperator):
         self.inv_perm = torch.argsort(self.perm)
         self.in_shape = tuple(self.mask.shape)
         self.out_shape = (self.idx.numel(),)
+        self._s = torch.ones(self.out_dim, dtype=torch.float64)
 
     @classmethod
     def example(cls, generator: torch.Generator) -> Inpainting:
@@ -116,9 +117,6 @@ class Inpainting(SVDOperator):
     def U(self, z: Tensor) -> Tensor:
         return z
 
-    def singulars(self) -> Tensor:
-        return torch.ones(self.out_dim, dtype=torch.float64)
-
     def masked_image(self, y: Tensor, fill: float = 0.0) -> Tensor:
         """The observed image for display: y at the kept entries, ``fill`` elsewhere. (B, C, H, W)."""
         full = torch.full((y.shape[0], self.in_dim), fill, dtype=y.dtype, device=y.device)
@@ -127,7 +125,7 @@ class Inpainting(SVDOperator):
 
     def describe(self) -> dict:
         info = {"name": self.name, "shape": list(self.in_shape), "observed": self.out_dim,
-                "mask_sha1": hashlib.sha1(self.mask.numpy().tobytes()).hexdigest()}
+                "mask_sha1": hashlib.sha1(self.mask.cpu().numpy().tobytes()).hexdigest()}
         if getattr(self, "source", None):
             info["mask_png"] = self.source
         return info

@@ -70,6 +70,7 @@ class AvgPoolSR(IdentityUOperator):
         self.in_shape = (c, h, w)
         self.out_shape = (c, h // r, w // r)
         self._q = mean_basis(r * r)
+        self._s = torch.full((self.out_dim,), 1.0 / r, dtype=torch.float64)
 
     @classmethod
     def example(cls, generator: torch.Generator) -> AvgPoolSR:
@@ -95,9 +96,6 @@ class AvgPoolSR(IdentityUOperator):
         blocks = torch.cat([first, rest], dim=-1) @ self._q.T.to(z)  # Q c per block
         blocks = blocks.reshape(z.shape[0], c, h // r, w // r, r, r).permute(0, 1, 2, 4, 3, 5)
         return blocks.reshape(z.shape[0], c, h, w)
-
-    def singulars(self) -> Tensor:
-        return torch.full((self.out_dim,), 1.0 / self.factor, dtype=torch.float64)
 
     def describe(self) -> dict:
         return {"name": "sr_avgpool", "shape": list(self.in_shape), "factor": self.factor}
@@ -212,9 +210,6 @@ class BicubicSR(SVDOperator):
         c, ho, wo = self.out_shape
         coeffs = self._merge(z, ho * wo, ho * wo)[:, :, self.inv_perm.to(z.device)]
         return self.u_h.to(z) @ coeffs.reshape(z.shape[0], c, ho, wo) @ self.u_w.T.to(z)
-
-    def singulars(self) -> Tensor:
-        return self._s
 
     def describe(self) -> dict:
         return {"name": "sr_bicubic", "shape": list(self.in_shape), "factor": self.factor,

@@ -11,7 +11,8 @@ and, with responsibilities r_k(x) ∝ w_k N(x; √ᾱ_t μ_k, C_k) (log-sum-exp)
     ε(x, t)     = −√(1−ᾱ_t) ∇ log q_t(x).
 
 All arithmetic runs in the dtype of x_t (parameters are cast), so float64 inputs give float64-exact
-denoisers; autograd works through every formula.
+denoisers; autograd works through every formula. The cast parameters are cached per (device, dtype)
+of x_t, so on a GPU a call copies nothing from the host and never waits for the device.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ class GaussianMixturePrior:
         self.mixture = mixture
         self.schedule = schedule if schedule is not None else linear_schedule()
         self.shape = tuple(mixture.shape)
+        self._casts: dict[tuple[torch.device, torch.dtype], tuple[GaussianMixture, GaussianMixture]] = {}
+
+    def _mixture_like(self, x: Tensor) -> GaussianMixture:
+        """``self.mixture`` with its parameters on x's device and in x's dtype, cached per (device, dtype)
+        (not cached for parameters that require grad, so that each call builds its own graph)."""
+        mix = self.mixture
+        key = (x.device, x.dtype)
+        source, cast = self._casts.get(key, (None, None))
+        if source is mix:
+            return cast
+        cast = mix.to(x.device, x.dtype)
+        if not mix.requires_grad():
+            self._casts[key] = (mix, cast)
+        return cast
 
     def _isotropic(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
         """Fast path for isotropic components, by matrix products only (no (B, K, d) temporaries).
@@ -49,14 +64,14 @@ class GaussianMixturePrior:
         With a_k = r_k λ_k/λ'_k and b_k = r_k/λ'_k:  x̂0 = r μ + √ᾱ (Σa · x − √ᾱ a μ),
         ∇ log q_t = −(Σb · x − √ᾱ b μ). Returns log r (B, K) unnormalised, x̂0 and the score (B, d).
         """
-        mix = self.mixture
+        mix = self._mixture_like(x_t)
         ab = self.schedule.alpha_bar_at(t)
         x = x_t.reshape(x_t.shape[0], -1)
-        means = mix.means.to(x)
-        lam = mix.variances.to(x)  # (K,)
+        means = mix.means
+        lam = mix.variances  # (K,)
         lam_t = ab * lam + (1 - ab)
         sq = (x**2).sum(-1, keepdim=True) - 2 * math.sqrt(ab) * x @ means.T + ab * (means**2).sum(-1)
-        log_r = mix.log_weights.to(x) - 0.5 * (sq.clamp_min(0) / lam_t + mix.dim * torch.log(lam_t)
+        log_r = mix.log_weights - 0.5 * (sq.clamp_min(0) / lam_t + mix.dim * torch.log(lam_t)
                                                + mix.dim * LOG_2PI)
         r = torch.softmax(log_r, dim=-1)
         a, b = r * (lam / lam_t), r / lam_t
@@ -66,28 +81,28 @@ class GaussianMixturePrior:
 
     def _terms(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
         """Responsibilities (B, K), and per-component score (B, K, d) and x̂0 (B, K, d)."""
-        mix = self.mixture
+        mix = self._mixture_like(x_t)
         ab = self.schedule.alpha_bar_at(t)
         x = x_t.reshape(x_t.shape[0], -1)
-        means = mix.means.to(x)
+        means = mix.means
         diff = x[:, None, :] - math.sqrt(ab) * means  # (B, K, d)
         if mix.variances is not None:
-            lam = mix.variances.to(x)[:, None]  # (K, 1)
+            lam = mix.variances[:, None]  # (K, 1)
             lam_t = ab * lam + (1 - ab)
             quad = (diff**2 / lam_t).sum(-1)
             logdet = mix.dim * torch.log(lam_t[:, 0])
             score_k = -diff / lam_t
             x0_k = means + math.sqrt(ab) * diff * (lam / lam_t)
         else:
-            q = mix.eigvecs.to(x)
-            lam = mix.eigvals.to(x)  # (K, d)
+            q = mix.eigvecs
+            lam = mix.eigvals  # (K, d)
             lam_t = ab * lam + (1 - ab)
             z = torch.einsum("kji,bkj->bki", q, diff)  # Q_kᵀ diff, (B, K, d)
             quad = (z**2 / lam_t).sum(-1)
             logdet = torch.log(lam_t).sum(-1)
             score_k = -torch.einsum("kij,bkj->bki", q, z / lam_t)
             x0_k = means + math.sqrt(ab) * torch.einsum("kij,bkj->bki", q, z * (lam / lam_t))
-        log_r = mix.log_weights.to(x) - 0.5 * (quad + logdet + mix.dim * LOG_2PI)
+        log_r = mix.log_weights - 0.5 * (quad + logdet + mix.dim * LOG_2PI)
         return log_r, score_k, x0_k
 
     def denoise(self, x_t: Tensor, t: int) -> Denoised:

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffinv.rng import generator_device
+
 LOG_2PI = math.log(2 * math.pi)
+PARAMETERS = ("means", "log_weights", "variances", "eigvals", "eigvecs")  # GaussianMixture's tensors
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +78,19 @@ class GaussianMixture:
             raise ValueError("cov: covariance matrices must be positive definite")
         return GaussianMixture(means, log_weights, eigvals=eigvals, eigvecs=eigvecs, shape=shape)
 
+    def to(self, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> GaussianMixture:
+        """This mixture with its parameter tensors on ``device`` / in ``dtype`` (``self`` if none moves)."""
+        params = {n: getattr(self, n) for n in PARAMETERS}
+        moved = {n: p if p is None else p.to(device, dtype) for n, p in params.items()}
+        if all(moved[n] is params[n] for n in PARAMETERS):
+            return self
+        return GaussianMixture(**moved, shape=self.shape)
+
+    def requires_grad(self) -> bool:
+        """Whether any parameter tensor requires grad."""
+        return any(p is not None and p.requires_grad for p in (getattr(self, n) for n in PARAMETERS))
+
     # ---------------------------------------------------------------- basic properties
     @property
     def num_components(self) -> int:
@@ -114,14 +130,17 @@ class GaussianMixture:
     # ---------------------------------------------------------------- sampling and densities
     def sample(self, num_samples: int, generator: torch.Generator | None = None,
                return_components: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Draw ``num_samples`` i.i.d. samples, shape (n, *shape), float64."""
-        comp = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
-        z = torch.randn(num_samples, self.dim, generator=generator, dtype=torch.float64)
-        if self.variances is not None:
-            x = self.means[comp] + self.variances[comp].sqrt()[:, None] * z
+        """Draw ``num_samples`` i.i.d. samples, shape (n, *shape), float64, on the generator's device
+        (the parameters are copied there once per call when it is not theirs)."""
+        device = generator_device(generator)
+        mix = self.to(device)
+        comp = torch.multinomial(mix.weights, num_samples, replacement=True, generator=generator)
+        z = torch.randn(num_samples, self.dim, generator=generator, dtype=torch.float64, device=device)
+        if mix.variances is not None:
+            x = mix.means[comp] + mix.variances[comp].sqrt()[:, None] * z
         else:
-            scaled = z * self.eigvals[comp].sqrt()  # (n, d)
-            x = self.means[comp] + torch.einsum("nij,nj->ni", self.eigvecs[comp], scaled)
+            scaled = z * mix.eigvals[comp].sqrt()  # (n, d)
+            x = mix.means[comp] + torch.einsum("nij,nj->ni", mix.eigvecs[comp], scaled)
         x = x.reshape(num_samples, *self.shape)
         return (x, comp) if return_components else x
 

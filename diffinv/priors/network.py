@@ -13,7 +13,9 @@ Then x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (``schedules.eps_to_x0``; Twe
 Clean data live in ``value_range`` ([−1, 1] for every shipped, ADM and diffusers prior); the one map
 between image pixels and these units is :mod:`diffinv.units`.
 The network runs in its own parameter dtype/device; inputs are cast there and outputs cast back,
-so autograd flows through the casts (``differentiable = True``). x̂0 is *not* clipped to [−1, 1]
+so autograd flows through the casts (``differentiable = True``). For ``x0`` and ``v`` networks ᾱ_t
+enters as a 0-d tensor indexed from the schedule's ᾱ cast once per (device, dtype) of x_t, so a call
+on a GPU copies nothing from the host. x̂0 is *not* clipped to [−1, 1]
 (samplers that want clipping use ``value_range``), so that (x̂0, ε̂) stay exactly consistent.
 
 Notation: ``network`` → ε_θ, ``alpha_bar`` → ᾱ_t.
@@ -55,6 +57,16 @@ class NetworkPrior:
         self.card = card or {}
         self.parametrisation = PARAMETRISATIONS[parametrisation]
         self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self._alpha_bars: dict[tuple[torch.device, torch.dtype], tuple[NoiseSchedule, Tensor]] = {}
+
+    def _alpha_bar_like(self, x: Tensor, t: int) -> Tensor:
+        """ᾱ_t as a 0-d tensor on x's device in x's dtype (the schedule's (T,) ᾱ cast once per key)."""
+        key = (x.device, x.dtype)
+        source, table = self._alpha_bars.get(key, (None, None))
+        if source is not self.schedule:
+            table = self.schedule.alpha_bar.to(x.device, x.dtype)
+            self._alpha_bars[key] = (self.schedule, table)
+        return table[t]
 
     def denoise(self, x_t: Tensor, t: int) -> Denoised:
         """x̂0 and ε̂ at integer t; x_t (B, *shape) in any float dtype/device."""
@@ -66,5 +78,6 @@ class NetworkPrior:
         if raw.shape[1] == 2 * channels and len(self.shape) == 3:  # learned variance: ε first, then v
             raw = raw[:, :channels]
         alpha_bar = self.schedule.alpha_bar_at(t)
-        eps = output_to_eps(raw, x_t, alpha_bar, self.parametrisation)
+        a_t = alpha_bar if self.parametrisation == "eps" else self._alpha_bar_like(x_t, t)
+        eps = output_to_eps(raw, x_t, a_t, self.parametrisation)
         return Denoised(x0=eps_to_x0(x_t, eps, alpha_bar), eps=eps)

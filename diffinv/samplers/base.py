@@ -98,7 +98,10 @@ class Sampler(ABC):
                 raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; "
                                  f"expected one of {', '.join(sorted(names))}")
             overrides = typed.coerce_options(typed.field_types(type(config)), overrides, f"{self.name}.")
-            config = dataclasses.replace(config, **overrides)
+            try:  # the config validates itself (``__post_init__``): before any prior is loaded
+                config = dataclasses.replace(config, **overrides)
+            except ValueError as err:
+                raise ValueError(f"{self.name}.{err}") from None
         self.config = config
 
     def check(self, prior: DiffusionPrior, problem: InverseProblem) -> None:
@@ -136,6 +139,30 @@ class Sampler(ABC):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         """Return samples (num_samples, *shape) and a diagnostics dict."""
+
+
+def check_options(config: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
+                  unit: tuple[str, ...] = (), choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Validate a sampler config's fields (called from its ``__post_init__``); one-line ValueErrors.
+
+    positive: integers ≥ 1; nonnegative: numbers ≥ 0; unit: numbers in [0, 1]; choices: allowed values.
+    """
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    for name in nonnegative:
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name}: expected a number ≥ 0, got {value!r}")
+    for name in unit:
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    for name, allowed in (choices or {}).items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
 def config_dict(config: Any) -> dict[str, Any]:

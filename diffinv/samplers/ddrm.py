@@ -32,9 +32,10 @@ import torch
 from torch import Tensor
 
 from diffinv.operators.base import SVDOperator
+from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
-from diffinv.samplers.base import InverseProblem, Sampler
+from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.schedules import grid_pairs, timestep_grid
 
 
@@ -45,6 +46,9 @@ class DDRMConfig:
     num_steps: int = 20
     eta: float = 0.85
     eta_b: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_options(self, positive=("num_steps",), unit=("eta", "eta_b"))
 
 
 def _ve_sigma(alpha_bar: float) -> float:
@@ -62,15 +66,13 @@ class DDRMSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        if not (0 <= cfg.eta <= 1 and 0 <= cfg.eta_b <= 1):
-            raise ValueError("eta, eta_b: expected values in [0, 1]")
-        op: SVDOperator = problem.operator  # type: ignore[assignment]
+        op: SVDOperator = problem.operator.to(device, dtype)  # type: ignore[assignment]
         y, sched = problem.to(device, dtype), prior.schedule
         d, sigma_y = op.in_dim, problem.sigma_y
-        s_inv = op.pad(op.inverse_singulars().to(y)[None], d)[0]  # (d,), 0 = unobserved
-        observed = s_inv > 0
-        y_over_s = op.pad(op.Ut(y)[:, : s_inv.numel()] * s_inv[: op.singulars().numel()], d)[0]  # (d,)
-        noise_over_s = sigma_y * s_inv  # (d,) σ_y / s_i on observed coordinates
+        spec = SpectralView.of(problem.operator, problem.y[None]).to(device)
+        observed = spec.observed  # (d,)
+        y_over_s = spec.y_over_s[0].to(dtype)  # (d,) ȳ_i / s_i
+        noise_over_s = spec.noise_over_s(sigma_y).to(dtype)  # (d,) σ_y / s_i on observed coordinates
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
 
         def draw() -> Tensor:

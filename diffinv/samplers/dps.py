@@ -28,8 +28,8 @@ from torch import Tensor
 
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
-from diffinv.samplers.base import InverseProblem, Sampler
-from diffinv.samplers.guidance import guided_x0, per_sample
+from diffinv.samplers.base import InverseProblem, Sampler, check_options
+from diffinv.samplers.guidance import guided_denoise, per_sample
 from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, timestep_grid
 
 
@@ -41,6 +41,9 @@ class DPSConfig:
     eta: float = 1.0
     zeta: float = 1.0
     clip_x0: bool = False
+
+    def __post_init__(self) -> None:
+        check_options(self, positive=("num_steps",), unit=("eta",), nonnegative=("zeta",))
 
 
 class DPSSampler(Sampler):
@@ -54,23 +57,19 @@ class DPSSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        if cfg.zeta < 0:
-            raise ValueError(f"zeta: expected a value ≥ 0, got {cfg.zeta}")
-        op, y = problem.operator, problem.to(device, dtype)
-        like = y.new_empty(())
-        x = randn((num_samples, *prior.shape), generator, like=like)
+        op, y = problem.operator.to(device, dtype), problem.to(device, dtype)
+        x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
+
+        def objective(x_t: Tensor, x0: Tensor) -> Tensor:
+            return ((y - op.A(x0)) ** 2).reshape(num_samples, -1).sum(-1)  # ‖r_i‖² per sample
+
         residual_norms = []
         for t, s in grid_pairs(timestep_grid(prior.schedule.num_timesteps, cfg.num_steps)):
             coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s),
                                          cfg.eta)
-            with torch.enable_grad():
-                x_t = x.detach().requires_grad_(True)
-                x0 = guided_x0(prior, x_t, t, cfg.clip_x0)
-                resid = (y - op.A(x0)).reshape(num_samples, -1)
-                sq = (resid**2).sum(-1)  # (B,)
-                (grad,) = torch.autograd.grad(sq.sum(), x_t)  # row i = ∇_{x_i} ‖r_i‖²
-            norm = sq.detach().sqrt()
+            guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)  # grad row i = ∇_{x_i} ‖r_i‖²
+            norm = guided.value.sqrt()
             step = per_sample(cfg.zeta / norm.clamp_min(torch.finfo(dtype).tiny), len(prior.shape))
-            x = ddim_sample(x.detach(), x0.detach(), coeffs, generator) - step * grad
-            residual_norms.append(float(norm.mean()))
-        return x.detach(), {"residual_norm": residual_norms}
+            x = ddim_sample(x.detach(), guided.x0, coeffs, generator) - step * guided.grad
+            residual_norms.append(norm.mean())  # stays on the device until the end
+        return x.detach(), {"residual_norm": torch.stack(residual_norms).tolist()}

@@ -29,6 +29,12 @@ measurement coordinates) estimates log p(y). Noiseless case: the observed coordi
 returned x̄ are set to ȳ_i/s_i exactly. ESS-adaptive resampling is available (the official code
 resamples at every step, the default here too).
 
+The filter is a model on the Feynman–Kac engine (:mod:`diffinv.smc.engine`): steps 1–2 are its
+look-ahead (the predictive weight, before resampling), step 4 its move; the engine does 3. The
+Gaussian noise of each move is drawn after resampling (the engine's order), where diffinv ≤ 0.1
+drew it before: the same seed gives other, equally distributed samples than those versions (the
+committed GMM figures were re-run after the move and agree within their standard errors).
+
 Cost: N·n forward evaluations per filter for a grid of n times, no backward passes. Drawing k
 samples from a filter is explicit (:meth:`ParticleSystem.draw`); ``samples_per_filter`` = 1 gives
 independent samples, one per filter.
@@ -40,19 +46,21 @@ Notation: ``x_bar`` x̄, ``m`` predictive mean, ``mu`` μ_{t,·}, ``var`` v_{t,�
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from diffinv.operators.base import SVDOperator
+from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior, DiffusionPrior
 from diffinv.rng import randn
-from diffinv.samplers.base import InverseProblem, Sampler, SamplingError
+from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.schedules import bridge_coefficients, grid_pairs, timestep_grid
-from diffinv.smc.resampling import RESAMPLING, resample
-from diffinv.smc.weights import ess, normalise
+from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, SMCResult, State, smc_diagnostics
+from diffinv.smc.resampling import RESAMPLING
+from diffinv.smc.weights import ess
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -69,53 +77,31 @@ class MCGDiffConfig:
     ess_threshold: float = 1.0
     samples_per_filter: int = 1
 
-
-@dataclass
-class ParticleSystem:
-    """F weighted particle systems: particles (F, N, *shape), log_weights (F, N) float64 normalised.
-
-    ess (F, steps), resampled (F, steps) bool and log_z (F,) float64 record the filter's history.
-    """
-
-    particles: Tensor
-    log_weights: Tensor
-    ess: Tensor
-    resampled: Tensor
-    log_z: Tensor
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def draw(self, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """k draws (with replacement) ∝ the final weights from every filter → (F·k, *shape)."""
-        idx = resample("multinomial", self.log_weights.exp(), k, generator)  # (F, k)
-        picked = torch.gather(self.particles.flatten(2), 1,
-                              idx.to(self.particles.device)[..., None].expand(-1, -1,
-                                                                              self.particles[0, 0].numel()))
-        return picked.reshape(-1, *self.particles.shape[2:])
+    def __post_init__(self) -> None:
+        check_options(self, positive=("num_particles", "num_steps", "samples_per_filter"), unit=("eta",),
+                      choices={"resampling": tuple(RESAMPLING)})
+        if not 0 < self.kappa <= 1:
+            raise ValueError(f"kappa: expected a value in (0, 1], got {self.kappa}")
+        if not self.ess_threshold > 0:
+            raise ValueError(f"ess_threshold: expected a value > 0, got {self.ess_threshold}")
 
 
-def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor, idx: Tensor) -> Tensor:
-    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, d) → (F, N).
-
-    Only the observed coordinates ``idx`` (m,) are read (the mask is False elsewhere), so the cost is
-    O(F·N·m), not O(F·N·d).
-    """
-    x = x.index_select(-1, idx).to(torch.float64)
-    mean, var, mask = mean[idx], var[idx], mask[idx]
-    terms = -0.5 * ((x - mean) ** 2 / var + torch.log(var) + LOG_2PI)
+def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor) -> Tensor:
+    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, m'), mean/var/mask (m',) → (F, N)."""
+    terms = -0.5 * ((x.to(torch.float64) - mean) ** 2 / var + torch.log(var) + LOG_2PI)
     return torch.where(mask, terms, torch.zeros_like(terms)).sum(-1)
 
 
-class _Spectral:
-    """The problem in SVD coordinates: observed mask, ȳ/s, τ and the potentials' μ_t, v_t (float64)."""
+class _Pins:
+    """The τ-pins of the observed spectral coordinates (float64, on the device; module docstring).
 
-    def __init__(self, op: SVDOperator, y: Tensor, sigma_y: float, kappa: float, grid: list[int],
-                 prior: DiffusionPrior) -> None:
-        d = op.in_dim
-        s = op.singulars().to(torch.float64)
-        s_inv = op.pad(op.inverse_singulars().to(torch.float64)[None], d)[0]
-        self.observed = s_inv > 0  # (d,)
-        y_bar = op.Ut(y.to(torch.float64))[:, : s.numel()] * s_inv[: s.numel()]
-        self.y_over_s = op.pad(y_bar, d)[0]  # (d,) ȳ_i / s_i on observed coordinates
+    Only the m' observed coordinates ``idx`` are kept: potentials cost O(F·N·m'), not O(F·N·d).
+    """
+
+    def __init__(self, spec: SpectralView, sigma_y: float, kappa: float, grid: list[int],
+                 prior: DiffusionPrior, device: torch.device) -> None:
+        d = spec.s_inv.numel()
+        s_inv = spec.s_inv
         ab = torch.tensor([prior.schedule.alpha_bar_at(t) for t in grid], dtype=torch.float64)  # (n,)
         grid_t = torch.tensor(grid)
         if sigma_y > 0:
@@ -130,97 +116,113 @@ class _Spectral:
             tau_idx = torch.full((d,), len(grid) - 1, dtype=torch.long)  # grid[-1] = 0
             ab_tau = ab[tau_idx]
             kappa_i = torch.full((d,), kappa, dtype=torch.float64)
-        self.tau = torch.where(self.observed, grid_t[tau_idx], torch.full_like(grid_t[tau_idx], -2))
-        self.alpha_bar_tau = ab_tau
-        self.kappa = kappa_i  # (d,)
-        self.tau_min = int(self.tau[self.observed].min()) if bool(self.observed.any()) else grid[-1]
+        observed = spec.observed
+        idx = observed.nonzero().flatten()
+        tau = grid_t[tau_idx][idx]
+        self.tau_min = int(tau.min()) if idx.numel() else grid[-1]
         self.schedule = prior.schedule
         # log p(y) = log E[Π pins] + Σ_obs log(√ᾱ_{τ_i}/s_i) + Σ_{unobserved y-coords} log N(ȳ_j; 0, σ_y²)
-        y_all = op.Ut(y.to(torch.float64))[0]  # (m,)
-        free_y = torch.ones_like(y_all, dtype=torch.bool)
-        free_y[: s.numel()] = s_inv[: s.numel()] == 0
         offset = 0.5 * torch.log(ab_tau) + torch.log(s_inv.clamp_min(1e-300))
-        self.log_z_offset = float(offset[self.observed].sum())
+        self.log_z_offset = float(offset[observed].sum())
         if sigma_y > 0:
+            y_all = spec.y_bar[0]
             free_terms = -0.5 * (y_all**2 / sigma_y**2 + math.log(2 * math.pi * sigma_y**2))
-            self.log_z_offset += float(free_terms[free_y].sum())
-
-    def active(self, t: int) -> Tensor:
-        return self.observed & (self.tau <= t)
+            self.log_z_offset += float(free_terms[spec.free_y].sum())
+        self.idx, self.tau = idx.to(device), tau.to(device)
+        self.y_over_s = spec.y_over_s[0][idx].to(device)  # (m',)
+        self.kappa, self.alpha_bar_tau = kappa_i[idx].to(device), ab_tau[idx].to(device)
+        self.observed, self.y_over_s_full = observed.to(device), spec.y_over_s[0].to(device)
 
     def potential(self, t: int) -> tuple[Tensor, Tensor, Tensor]:
-        """μ_t (d,), v_t (d,) and the active mask (d,) at grid time t."""
+        """μ_t, v_t and the active mask at grid time t, each (m',)."""
         ab = self.schedule.alpha_bar_at(t)
         mu = math.sqrt(ab) * self.y_over_s
         var = torch.maximum(1 - (1 - self.kappa) * ab / self.alpha_bar_tau, self.kappa)
-        return mu, var, self.active(t)
+        return mu, var, self.tau <= t
+
+
+class MCGDiffModel:
+    """MCGDiff as a Feynman–Kac model (module docstring): state {"x": x̄ (F, N, d)} in the SVD basis."""
+
+    name = "mcgdiff"
+
+    def __init__(self, prior: CountingPrior, problem: InverseProblem, config: MCGDiffConfig,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.prior, self.cfg, self.dtype = prior, config, dtype
+        self.op: SVDOperator = problem.operator.to(device, dtype)  # type: ignore[assignment]
+        self.d = self.op.in_dim
+        grid = timestep_grid(prior.schedule.num_timesteps, config.num_steps)
+        self.pairs = grid_pairs(grid)
+        self.num_steps = len(self.pairs)
+        spec = SpectralView.of(problem.operator, problem.y[None])
+        self.pins = _Pins(spec, problem.sigma_y, config.kappa, grid, prior, device)
+        self.noiseless = problem.sigma_y == 0
+        self.like = torch.empty((), device=device, dtype=dtype)
+        sched = prior.schedule
+        self.coeffs = [bridge_coefficients(sched.alpha_bar_at(t), sched.alpha_bar_at(s), config.eta)
+                       for t, s in self.pairs]
+
+    def initial(self, f: int, n: int, generator: torch.Generator | None) -> tuple[State, Tensor]:
+        x = randn((f, n, self.d), generator, like=self.like)
+        mu, var, act = self.pins.potential(self.pairs[0][0])
+        return {"x": x}, _log_normal(x.index_select(-1, self.pins.idx), mu, var, act)
+
+    def lookahead(self, k: int, state: State) -> tuple[State, Tensor | None]:
+        """Predictive mean m (1 evaluation per particle) and log ω (module docstring, steps 1–2)."""
+        (t, s), coeffs, x = self.pairs[k], self.coeffs[k], state["x"]
+        f, n, d = x.shape
+        x0 = self.op.Vt(self.prior.denoise(self.op.V(x.reshape(f * n, d)), t).x0).reshape(f, n, d)
+        m = coeffs.mean(x, x0)
+        if s < self.pins.tau_min:  # propagation phase (no potentials), ending at the clean pseudo-time
+            return {"m": m}, None
+        idx = self.pins.idx
+        mu_t, var_t, _ = self.pins.potential(t)
+        mu_s, var_s, act_s = self.pins.potential(s)
+        log_omega = (_log_normal(m.index_select(-1, idx), mu_s, coeffs.sigma**2 + var_s, act_s)
+                     - _log_normal(x.index_select(-1, idx), mu_t, var_t, act_s))
+        return {"m": m}, log_omega
+
+    def move(self, k: int, state: State, generator: torch.Generator | None) -> tuple[State, None]:
+        """Optimal proposal ∝ G_s(z) N(z; m, σ²) on the active pins, N(m, σ²) elsewhere (step 4)."""
+        (_, s), coeffs, m = self.pairs[k], self.coeffs[k], state["m"]
+        noise = randn(m.shape, generator, like=m)
+        x = m + coeffs.sigma * noise
+        if s < self.pins.tau_min:
+            return {"x": x}, None
+        idx = self.pins.idx
+        mu_s, var_s, act_s = self.pins.potential(s)
+        # on the observed coordinates, the potential pulls the proposal: K = σ²/(σ² + v_s) per coordinate
+        gain = (coeffs.sigma**2 / (coeffs.sigma**2 + var_s)).to(self.dtype)  # (m',)
+        m_o, noise_o = m.index_select(-1, idx), noise.index_select(-1, idx)
+        v_o = var_s.to(self.dtype)
+        pulled = gain * mu_s.to(self.dtype) + (1 - gain) * m_o + torch.sqrt(gain * v_o) * noise_o
+        x[..., idx] = torch.where(act_s, pulled, x.index_select(-1, idx))
+        return {"x": x}, None
+
+    def finish(self, result: SMCResult, sigma_y: float) -> ParticleSystem:
+        """Particles in the image basis, log Ẑ completed to log p(y) (module docstring)."""
+        x, log_z = result.state["x"], result.log_z
+        f, n, _ = x.shape
+        if sigma_y > 0:
+            log_z = log_z + self.pins.log_z_offset
+        else:  # noiseless: the observed coordinates equal ȳ/s exactly
+            x = torch.where(self.pins.observed, self.pins.y_over_s_full.to(x.dtype), x)
+        particles = self.op.V(x.reshape(f * n, self.d)).reshape(f, n, *self.prior.shape)
+        return ParticleSystem(particles=particles, log_weights=result.log_w, ess=result.ess,
+                              resampled=result.resampled, log_z=log_z,
+                              extra={"tau_min": self.pins.tau_min, "final_ess": ess(result.log_w)})
 
 
 def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int, config: MCGDiffConfig,
                 generator: torch.Generator | None, device: torch.device,
                 dtype: torch.dtype) -> ParticleSystem:
     """Run ``num_filters`` independent MCGDiff filters of ``config.num_particles`` particles side by side."""
-    cfg = config
-    if cfg.resampling not in RESAMPLING:
-        raise ValueError(f"resampling: expected one of {', '.join(RESAMPLING)}, got {cfg.resampling!r}")
-    if not 0 < cfg.kappa <= 1:
-        raise ValueError(f"kappa: expected a value in (0, 1], got {cfg.kappa}")
-    op: SVDOperator = problem.operator  # type: ignore[assignment]
-    f, n, d = num_filters, cfg.num_particles, op.in_dim
-    grid = timestep_grid(prior.schedule.num_timesteps, cfg.num_steps)
-    spec = _Spectral(op, problem.y[None], problem.sigma_y, cfg.kappa, grid, prior)
-    like = torch.empty((), device=device, dtype=dtype)
-    x_bar = randn((f, n, d), generator, like=like)
-    mu, var, act = (v.to(device) for v in spec.potential(grid[0]))
-    obs = spec.observed.nonzero().flatten().to(device)  # (m',) coordinates that carry potentials
-    log_w0 = _log_normal(x_bar, mu, var, act, obs)
-    log_z = torch.logsumexp(log_w0, -1) - math.log(n)
-    log_w = normalise(log_w0)
-    ess_hist, rs_hist = [], []
-    for t, s in grid_pairs(grid):
-        ab_t, ab_s = prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s)
-        coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
-        x0 = op.Vt(prior.denoise(op.V(x_bar.reshape(f * n, d)), t).x0).reshape(f, n, d)
-        m = coeffs.c_x * x_bar + coeffs.c_0 * x0
-        noise = randn((f, n, d), generator, like=like)
-        if s < spec.tau_min:  # propagation phase (no potentials), ending at the clean pseudo-time
-            x_bar = m + coeffs.sigma * noise
-            continue
-        mu_s, var_s, act_s = (v.to(device) for v in spec.potential(s))
-        log_omega = (_log_normal(m, mu_s, coeffs.sigma**2 + var_s, act_s, obs)
-                     - _log_normal(x_bar, mu, var, act_s, obs))
-        lw = log_w + log_omega
-        step_z = torch.logsumexp(torch.nan_to_num(lw, nan=-math.inf), -1)
-        if not bool(torch.isfinite(step_z).all()):
-            raise SamplingError(f"mcgdiff: all particle weights vanished or became non-finite at t = {t}")
-        log_z = log_z + step_z
-        cur_ess = ess(lw)
-        do = (cur_ess < cfg.ess_threshold * n) | torch.tensor(cfg.ess_threshold >= 1.0, device=cur_ess.device)
-        ancestors = resample(cfg.resampling, normalise(lw).exp(), n, generator).to(device)  # (F, N)
-        keep = torch.arange(n, device=device).expand(f, n)
-        ancestors = torch.where(do[:, None].to(device), ancestors, keep)
-        m = torch.gather(m, 1, ancestors[..., None].expand(-1, -1, d))
-        log_w = torch.where(do[:, None], torch.full_like(lw, -math.log(n)), normalise(lw))
-        ess_hist.append(cur_ess)
-        rs_hist.append(do.expand(f))
-        x_bar = m + coeffs.sigma * noise
-        # on the observed coordinates, the potential pulls the proposal: K = σ²/(σ² + v_s) per coordinate
-        gain = (coeffs.sigma**2 / (coeffs.sigma**2 + var_s[obs])).to(dtype)  # (m',)
-        m_o, noise_o = m.index_select(-1, obs), noise.index_select(-1, obs)
-        v_o = var_s[obs].to(dtype)
-        pulled = gain * mu_s[obs].to(dtype) + (1 - gain) * m_o + torch.sqrt(gain * v_o) * noise_o
-        x_bar[..., obs] = torch.where(act_s[obs], pulled, x_bar.index_select(-1, obs))
-        mu, var, act = mu_s, var_s, act_s
-    if problem.sigma_y > 0:
-        log_z = log_z + spec.log_z_offset
-    else:  # noiseless: the observed coordinates equal ȳ/s exactly
-        x_bar = torch.where(spec.observed.to(device), spec.y_over_s.to(device=device, dtype=dtype), x_bar)
-    particles = op.V(x_bar.reshape(f * n, d)).reshape(f, n, *prior.shape)
-    empty = torch.zeros(f, 0)
-    return ParticleSystem(particles=particles, log_weights=log_w,
-                          ess=torch.stack(ess_hist, 1) if ess_hist else empty,
-                          resampled=torch.stack(rs_hist, 1) if rs_hist else empty.bool(), log_z=log_z,
-                          extra={"tau_min": spec.tau_min, "final_ess": ess(log_w)})
+    model = MCGDiffModel(prior, problem, config, device, dtype)
+    engine = FeynmanKac(model, num_filters, config.num_particles,
+                        Resampling(config.resampling, config.ess_threshold))
+    result = engine.run(generator)
+    result.check("mcgdiff")
+    return model.finish(result, problem.sigma_y)
 
 
 class MCGDiffSampler(Sampler):
@@ -234,13 +236,7 @@ class MCGDiffSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        if cfg.num_particles < 1 or cfg.samples_per_filter < 1:
-            raise ValueError("num_particles, samples_per_filter: expected positive integers")
         num_filters = -(-num_samples // cfg.samples_per_filter)
         system = run_filters(prior, problem, num_filters, cfg, generator, device, dtype)
         samples = system.draw(cfg.samples_per_filter, generator)[:num_samples]
-        diagnostics = {"ess": system.ess.mean(0).tolist(),
-                       "resampled": system.resampled.float().mean(0).tolist(),
-                       "log_z": system.log_z.tolist(), "final_ess": system.extra["final_ess"].tolist(),
-                       "tau_min": system.extra["tau_min"], "num_filters": num_filters}
-        return samples, diagnostics
+        return samples, smc_diagnostics(system, num_filters)

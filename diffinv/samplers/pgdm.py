@@ -27,12 +27,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from diffinv.operators.base import LinearOperator, SVDOperator
-from diffinv.operators.solve import solve_normal
+from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
-from diffinv.samplers.base import InverseProblem, Sampler
-from diffinv.samplers.guidance import guided_x0
+from diffinv.samplers.base import InverseProblem, Sampler, check_options
+from diffinv.samplers.guidance import MeasurementFit, guided_denoise
 from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, timestep_grid
 
 
@@ -47,21 +46,9 @@ class PGDMConfig:
     cg_iterations: int = 50
     clip_x0: bool = False
 
-
-def pgdm_vector(op: LinearOperator, y: Tensor, x0: Tensor, lam: float, cg_iterations: int) -> Tensor:
-    """v = Aᵀ (A Aᵀ + λ I)⁻¹ (y − A x̂0); y (1, *out_shape), x0 (B, *in_shape) → (B, *in_shape)."""
-    if isinstance(op, SVDOperator):
-        s = op.singulars().to(x0)
-        k = s.numel()
-        y_bar = op.Ut(y)[:, :k]  # (1, k)
-        x_bar = op.Vt(x0)[:, :k]  # (B, k)
-        denom = s**2 + lam
-        keep = (op.inverse_singulars().to(x0) > 0) & (denom > 0)
-        coef = torch.where(keep, s / torch.where(keep, denom, torch.ones_like(denom)), torch.zeros_like(s))
-        v_bar = coef * (y_bar - s * x_bar)
-        return op.V(op.pad(v_bar, op.in_dim))
-    resid = y - op.A(x0)
-    return op.At(solve_normal(op, resid, lam, max_iter=cg_iterations))
+    def __post_init__(self) -> None:
+        check_options(self, positive=("num_steps", "cg_iterations"), unit=("eta",),
+                      choices={"init": ("noise", "pinv")})
 
 
 class PGDMSampler(Sampler):
@@ -75,9 +62,9 @@ class PGDMSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        if cfg.init not in ("noise", "pinv"):
-            raise ValueError(f"init: expected 'noise' or 'pinv', got {cfg.init!r}")
-        op, y, sched = problem.operator, problem.to(device, dtype), prior.schedule
+        op, y, sched = problem.operator.to(device, dtype), problem.to(device, dtype), prior.schedule
+        spectral = SpectralView.of(problem.operator, problem.y[None]).to(device) if op.has_svd else None
+        fit = MeasurementFit(op, y, problem.sigma_y, cfg.cg_iterations, spectral)
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
         x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
         if cfg.init == "pinv":
@@ -85,13 +72,14 @@ class PGDMSampler(Sampler):
             x = math.sqrt(ab) * op.pinv(y) + math.sqrt(1 - ab) * x
         for t, s in grid_pairs(grid):
             ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
-            lam = problem.sigma_y**2 / (1 - ab_t)
-            with torch.enable_grad():
-                x_t = x.detach().requires_grad_(True)
-                x0 = guided_x0(prior, x_t, t, cfg.clip_x0)
-                v = pgdm_vector(op, y, x0.detach(), lam, cfg.cg_iterations)
-                (g,) = torch.autograd.grad((v * x0).sum(), x_t)
+            r2 = 1 - ab_t  # r_t²: v = r_t² Aᵀ (σ_y² I + r_t² A Aᵀ)⁻¹ r = Aᵀ (A Aᵀ + σ_y²/r_t² I)⁻¹ r
+
+            def objective(x_t: Tensor, x0: Tensor, r2: float = r2) -> Tensor:
+                v = r2 * fit(x0.detach(), r2)[1]
+                return (v * x0).reshape(x0.shape[0], -1).sum(-1)
+
+            guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)
             coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
-            x = ddim_sample(x.detach(), x0.detach(), coeffs, generator)
-            x = x + cfg.weight * math.sqrt(ab_s * ab_t) * g
+            x = ddim_sample(x.detach(), guided.x0, coeffs, generator)
+            x = x + cfg.weight * math.sqrt(ab_s * ab_t) * guided.grad
         return x.detach(), {}

@@ -9,11 +9,13 @@ from diffinv.samplers.dps import DPSSampler
 from diffinv.samplers.exact import ExactSampler
 from diffinv.samplers.mcgdiff import MCGDiffSampler
 from diffinv.samplers.pgdm import PGDMSampler
+from diffinv.samplers.tds import TDSSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "dps": DPSSampler,
     "pgdm": PGDMSampler,
     "mcgdiff": MCGDiffSampler,
+    "tds": TDSSampler,
     "dcps": DCPSSampler,
     "ddrm": DDRMSampler,
     "exact": ExactSampler,

@@ -12,6 +12,11 @@ of offspring of particle j is M·W_j. Schemes (Douc, Cappé & Moulines 2005; Cho
 
 The inverse CDF is ``searchsorted`` on the cumulative sums, with indices clamped to N − 1 to absorb
 float rounding (cumsum slightly below 1).
+
+Devices: draws happen on the generator's device (weights are moved there only if they live elsewhere)
+and the ancestors come back on the weights' device. With generator and weights on one CUDA device no
+scheme copies to the host or waits for the GPU (``residual`` passes its known output size F·M to
+``repeat_interleave``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffinv.rng import rand
+from diffinv.rng import generator_device, rand
 
 
 def inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
@@ -32,7 +37,9 @@ def inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
 
 
 def multinomial(weights: Tensor, num: int, generator: torch.Generator | None) -> Tensor:
-    draws = torch.multinomial(weights.cpu(), num, replacement=True, generator=generator)
+    """M i.i.d. draws from Categorical(W_f) per row; weights (F, N) → (F, M) on the weights' device."""
+    draws = torch.multinomial(weights.to(generator_device(generator)), num, replacement=True,
+                              generator=generator)
     return draws.to(weights.device)
 
 
@@ -61,7 +68,7 @@ def residual(weights: Tensor, num: int, generator: torch.Generator | None) -> Te
     counts = counts + torch.zeros_like(counts).scatter_add_(1, extra, keep.long())
     offsets = torch.arange(rows, device=weights.device)[:, None] * n
     flat = torch.repeat_interleave((torch.arange(n, device=weights.device)[None] + offsets).reshape(-1),
-                                   counts.reshape(-1))
+                                   counts.reshape(-1), output_size=rows * num)  # rows sum to M: no sync
     return flat.reshape(rows, num) - offsets
 
 

@@ -1,0 +1,80 @@
+r"""An observation y in the SVD basis of A = U diag(s) Vᵀ (layout: diffinv.operators.base), once.
+
+For an SVD operator A: R^d → R^m with k = min(m, d) singular values and y (B, *out_shape):
+
+    s         (k,)    singular values s_i
+    s_inv     (d,)    s⁺_i = 1/s_i above the cut-off rcond·max(s), 0 below it and for i ≥ k
+    observed  (d,)    s⁺_i > 0: spectral coordinates of x that carry an observation
+    y_bar     (B, m)  ȳ = Uᵀ y
+    y_over_s  (B, d)  ȳ_i s⁺_i = ȳ_i / s_i on observed coordinates, 0 elsewhere (V(y_over_s) = A⁺ y)
+    free_y    (m,)    measurement coordinates without an observed partner: i ≥ k or s⁺_i = 0
+
+All computed once in float64 with the original (float64, CPU) operator's transforms, then moved
+with :meth:`SpectralView.to` (dtypes kept): samplers cast what they need once, on their device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from diffinv.operators.base import SVDOperator
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralView:
+    """The spectral quantities of one observation (module docstring); build with :meth:`of`."""
+
+    s: Tensor
+    s_inv: Tensor
+    observed: Tensor
+    y_bar: Tensor
+    y_over_s: Tensor
+    free_y: Tensor
+    num_observed: int  # #observed, a Python int (read once at construction: no later host sync)
+
+    @classmethod
+    def of(cls, op: SVDOperator, y: Tensor) -> SpectralView:
+        """The view of y (B, *op.out_shape), any floating dtype, for the SVD operator ``op``.
+
+        Computed in float64 by ``op.original`` (the operator as constructed: a moved float32 copy
+        contributes only its origin, so the values do not depend on where ``op`` lives) on a copy
+        of y; the fields are returned on y's device.
+        """
+        if not isinstance(op, SVDOperator):
+            raise ValueError(f"op: expected an SVD operator, got {type(op).__name__}")
+        op.check_output(y, "y")
+        src: SVDOperator = op.original  # type: ignore[assignment]
+        y64 = y.detach().to(device=src.device, dtype=torch.float64, copy=True)
+        s = src.singulars().clone()
+        k, d = s.numel(), src.in_dim
+        s_inv = src.pad(src.inverse_singulars()[None], d)[0].clone()
+        observed = s_inv > 0
+        y_bar = src.Ut(y64)  # (B, m)
+        y_over_s = src.pad(y_bar[:, :k] * s_inv[:k], d)
+        free_y = torch.ones(src.out_dim, dtype=torch.bool, device=s.device)
+        free_y[:k] = s_inv[:k] == 0
+        view = cls(s=s, s_inv=s_inv, observed=observed, y_bar=y_bar, y_over_s=y_over_s,
+                   free_y=free_y, num_observed=int(observed.sum()))
+        return view.to(y.device)
+
+    def to(self, device: torch.device | str) -> SpectralView:
+        """The same view with every tensor on ``device`` (dtypes kept)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
+                                            for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), Tensor)})
+
+    @property
+    def dim(self) -> int:
+        """d, the number of spectral coordinates of x."""
+        return self.s_inv.shape[0]
+
+    def noise_over_s(self, sigma_y: float) -> Tensor:
+        """σ_y s⁺_i (d,), float64: the noise standard deviation of ȳ_i/s_i (0 where unobserved)."""
+        if not (math.isfinite(sigma_y) and sigma_y >= 0):
+            raise ValueError(f"sigma_y: expected a finite number ≥ 0, got {sigma_y}")
+        return sigma_y * self.s_inv
