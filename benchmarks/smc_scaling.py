@@ -32,10 +32,10 @@ from diffinv.operators import GaussianNoise
 from diffinv.operators.superres import AvgPoolSR
 from diffinv.priors import CountingPrior
 from diffinv.rng import make_generator
-from diffinv.sampling import sample_prior
 from diffinv.samplers import InverseProblem
 from diffinv.samplers.mcgdiff import MCGDiffConfig, MCGDiffModel
 from diffinv.samplers.tds import TDSConfig, TDSModel
+from diffinv.sampling import sample_prior
 from diffinv.smc.engine import FeynmanKac
 
 MODELS = {"mcgdiff": (MCGDiffModel, MCGDiffConfig), "tds": (TDSModel, TDSConfig)}
@@ -107,7 +107,8 @@ def main() -> None:
              f"{info['threads']} threads, {info['total_seconds']:.0f} s in all. Median of "
              f"{args.steps} timed steps after {args.warmup} warm-up step(s); TDS steps include the "
              "backward pass.", "",
-             "| sampler | N | s / step | µs / particle·step | × time for × 4 particles |", "|---|---|---|---|---|"]
+             "| sampler | N | s / step | µs / particle·step | × time for × 4 particles |",
+             "|---|---|---|---|---|"]
     for i, r in enumerate(rows):
         prev = rows[i - 1] if i and rows[i - 1]["sampler"] == r["sampler"] else None
         growth = f"{r['seconds_per_step'] / prev['seconds_per_step']:.2f}" if prev else "—"

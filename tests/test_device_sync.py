@@ -71,8 +71,9 @@ def test_conjugate_gradients_check_convergence_every_k_iterations(name, gmm):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("model_class, config", [(MCGDiffModel, MCGDiffConfig(num_particles=64, num_steps=20)),
-                                                 (TDSModel, TDSConfig(num_particles=64, num_steps=20))])
+@pytest.mark.parametrize("model_class, config",
+                         [(MCGDiffModel, MCGDiffConfig(num_particles=64, num_steps=20)),
+                          (TDSModel, TDSConfig(num_particles=64, num_steps=20))])
 def test_smc_steps_do_not_sync_on_cuda(model_class, config, gmm):
     """After the set-up, every engine step runs under set_sync_debug_mode("error")."""
     device = torch.device("cuda")

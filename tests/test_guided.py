@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from diffinv.operators import DenseOperator, GaussianNoise, LinearOperator, SelectOperator
+from diffinv.operators.spectral import SpectralView
 from diffinv.priors import gaussian_prior
 from diffinv.rng import make_generator
 from diffinv.samplers import InverseProblem
 from diffinv.samplers.ddrm import DDRMSampler
 from diffinv.samplers.dps import DPSSampler
-from diffinv.operators.spectral import SpectralView
 from diffinv.samplers.guidance import MeasurementFit
 from diffinv.samplers.pgdm import PGDMSampler
 from diffinv.sampling import sample_prior

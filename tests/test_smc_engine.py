@@ -11,8 +11,8 @@ import torch
 
 from diffinv.benchmarks.gmm import make_problem
 from diffinv.rng import make_generator, randn
-from diffinv.sampling import sample_prior
 from diffinv.samplers import SamplingError
+from diffinv.sampling import sample_prior
 from diffinv.schedules import bridge_coefficients, grid_pairs, timestep_grid
 from diffinv.smc import RESAMPLING
 from diffinv.smc.engine import FeynmanKac, Resampling

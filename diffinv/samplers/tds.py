@@ -15,7 +15,8 @@ m = c_x x_t + c_0 x̂0(x_t), from t to s and g_t = ∇_{x_t} log p̃_t(y | x_t):
 
     initial   x_T ~ N(0, I),                 log w = log p̃_T(y | x_T)
     proposal  x_s = m + σ² λ g_t + σ ξ       (λ = ``twist_scale``, 1 in the paper)
-    weight    log w = log N(x_s; m, σ²) − log N(x_s; m + σ²λ g_t, σ²) + log p̃_s(y | x_s) − log p̃_t(y | x_t)
+    weight    log w = log N(x_s; m, σ²) − log N(x_s; m + σ²λ g_t, σ²)
+                      + log p̃_s(y | x_s) − log p̃_t(y | x_t)
                     = −½ σ² λ² ‖g_t‖² − σ λ ⟨g_t, ξ⟩ + log p̃_s(y | x_s) − log p̃_t(y | x_t)
     last step (0 → clean, σ = 0):  x = x̂0(x_0),  log w = log N(y; A x, σ_y² I) − log p̃_0(y | x_0)
 
@@ -26,8 +27,8 @@ it cancels from the weights and telescopes out of log Ẑ, so log Ẑ estimates 
 filter itself is the generic engine (:mod:`diffinv.smc.engine`): TDS is a model with a post-move
 potential and no look-ahead. Resampling: systematic, when the ESS falls under N/2 (the official image
 configuration resamples at every step, ``ess_threshold`` = 1 here; on GMM tuning seeds 100–102,
-d_x = 10, 2000 samples (N/16 draws per filter), N = 16 / 64 / 256, the ESS rule gave median SW 0.20 / 0.20 / 0.10 against
-0.34 / 0.26 / 0.14 for every step, exact floor 0.18).
+d_x = 10, 2000 samples (N/16 draws per filter), N = 16 / 64 / 256, the ESS rule gave median SW
+0.20 / 0.20 / 0.10 against 0.34 / 0.26 / 0.14 for every step, exact floor 0.18).
 
 Cost: 1 forward + 1 backward evaluation per particle and step (the backward is skipped at t = 0,
 whose twist gradient no move uses), so about twice MCGDiff's NFE at equal N and steps. Needs
