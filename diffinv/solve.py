@@ -189,11 +189,16 @@ def check_config(config: SolveConfig) -> None:
     sampler_class(config.sampler)
 
 
-def prepare(config: SolveConfig, prior: DiffusionPrior | None = None) -> SolveJob:
-    """Load image, problem, prior and operator into a :class:`SolveJob`."""
+def resolve_problem(config: SolveConfig) -> Problem:
+    """The problem preset with the user's ``--set`` overrides applied."""
     problem: Problem = load_problem(config.problem)
-    if config.overrides:
-        problem = apply_overrides(problem, config.overrides)
+    return apply_overrides(problem, config.overrides) if config.overrides else problem
+
+
+def prepare(config: SolveConfig, prior: DiffusionPrior | None = None,
+            problem: Problem | None = None) -> SolveJob:
+    """Load image, problem (unless given), prior and operator into a :class:`SolveJob`."""
+    problem = problem if problem is not None else resolve_problem(config)
     image, image_info = read_image(config.image, value_range=config.value_range)
     device = resolve_device(config.device)
     colour_from_gray = problem.operator["name"] == "colorize" and not config.simulate
@@ -244,8 +249,9 @@ def solve(config: SolveConfig, prior: DiffusionPrior | None = None, progress: Pr
         folder.check()
     if config.threads:
         torch.set_num_threads(config.threads)
-    job = prepare(config, prior)
-    sampler = build_sampler(config, job.problem)
+    problem = resolve_problem(config)
+    sampler = build_sampler(config, problem)  # its config validates itself before the prior is loaded
+    job = prepare(config, prior, problem)
     units = PixelUnits.of(job.prior)
     inverse = InverseProblem(job.op, units.observation_to_prior(job.y01, job.op).float(),
                              GaussianNoise(units.sigma_to_prior(job.problem.sigma_y)))

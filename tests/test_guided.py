@@ -130,3 +130,16 @@ def test_nfe_counts():
     pgdm = PGDMSampler(num_steps=25).sample(prior, problem, 3, make_generator(0), dtype=D)
     assert (dps.nfe_forward, dps.nfe_backward) == (75, 75)
     assert (pgdm.nfe_forward, pgdm.nfe_backward) == (75, 75)
+
+
+def test_tikhonov_baseline_is_the_gaussian_posterior_mean():
+    """x = m𝟙 + Aᵀ(AAᵀ + σ_y²/σ_x² I)⁻¹(y − A m𝟙), clamped to [0, 1] (the shared measurement fit)."""
+    from diffinv.imaging.baselines import tikhonov
+
+    g = make_generator(4)
+    a = torch.randn(3, 6, generator=g, dtype=D) * 0.2
+    y = torch.rand(3, generator=g, dtype=D)
+    lam = (0.05 / 0.3) ** 2
+    m = torch.full((6,), 0.5, dtype=D)
+    dense = m + a.T @ torch.linalg.solve(a @ a.T + lam * torch.eye(3, dtype=D), y - a @ m)
+    assert torch.allclose(tikhonov(DenseOperator(a), y, 0.05), dense.clamp(0, 1), atol=1e-10)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from host_sync import FACTORIES, TENSOR_METHODS, count_host_syncs
+
+from tests.host_sync import FACTORIES, TENSOR_METHODS, count_host_syncs
 
 HERE = Path(__file__).name
 PATCHED = (*TENSOR_METHODS, "to")

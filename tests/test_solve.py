@@ -129,3 +129,11 @@ def test_non_empty_out_needs_overwrite_and_failures_leave_nothing(root, monkeypa
     one_error(res, "disk full")
     assert not (root / "half").exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".half")]
+
+
+def test_sampler_options_are_checked_before_the_prior_is_loaded(root):
+    """A bad sampler option is named even when the checkpoint does not exist (nothing was loaded)."""
+    res = runner.invoke(app, ["solve", str(root / "truth.png"), "--simulate", "--sampler", "mcgdiff",
+                              "--set", "samplers.mcgdiff.kappa=2", "--checkpoint", str(root / "none"),
+                              *FAST, "--out", str(root / "k")])
+    one_error(res, "mcgdiff.kappa")

@@ -19,7 +19,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from diffinv.operators.base import LinearOperator, SVDOperator
+from diffinv.operators.spectral import SpectralView
 from diffinv.operators.superres import AvgPoolSR, BicubicSR
+from diffinv.samplers.guidance import MeasurementFit
 
 
 def pseudo_inverse(op: LinearOperator, y: Tensor) -> Tensor:
@@ -35,10 +37,9 @@ def tikhonov(op: SVDOperator, y: Tensor, sigma_y: float, mean: float = 0.5, sigm
     with torch.no_grad():
         y = torch.as_tensor(y, dtype=torch.float64)[None]
         offset = torch.full((1, *op.in_shape), mean, dtype=torch.float64, device=y.device)
-        s = op.singulars().to(y)
-        yb = op.Ut(y - op.A(offset))[:, : s.numel()]
-        gain = s / (s.square() + (sigma_y / sigma_x) ** 2)
-        return (offset + op.V(op.pad(gain * yb, op.in_dim)))[0].clamp(0, 1)
+        # V diag(s/(s² + λ)) Uᵀ(y − A m𝟙) = Aᵀ(A Aᵀ + λ I)⁻¹ r, λ = σ_y²/σ_x²: the shared measurement fit
+        fit = MeasurementFit(op, y, sigma_y / sigma_x, spectral=SpectralView.of(op, y))
+        return (offset + fit(offset, 1.0)[1])[0].clamp(0, 1)
 
 
 def bicubic_upsample(y: Tensor, size: tuple[int, int]) -> Tensor:
