@@ -67,7 +67,7 @@ def evaluate_checkpoint(name: str | Path, num_samples: int = 1000, device: str |
     net_mse = denoising_mse(prior, test.to(device), list(TIMESTEPS), make_generator(seed + 1))
     gauss_mse = denoising_mse(gaussian, test.double(), list(TIMESTEPS), make_generator(seed + 1))
     samples = sample_prior(prior, num_samples, num_steps=sample_steps, eta=eta,
-                           generator=make_generator(seed + 2), device=device, batch_size=250).cpu()
+                           generator=make_generator(seed + 2, device), device=device, batch_size=250).cpu()
     save_grid(samples[:64], folder / "samples" / "eval.png", scale=2)
     labelled = data.train_labels is not None
     if labelled:

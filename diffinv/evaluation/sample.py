@@ -51,7 +51,8 @@ def sample_checkpoint(config: SampleConfig) -> Path:
     device = "cpu" if device == "auto" else device
     prior = load_prior(config.checkpoint, device=device)
     x = sample_prior(prior, config.num_samples, num_steps=config.steps, eta=config.eta,
-                     generator=make_generator(config.seed), device=device, batch_size=config.batch_size)
+                     generator=make_generator(config.seed, device), device=device,
+                     batch_size=config.batch_size)
     if config.npy:
         Path(config.npy).parent.mkdir(parents=True, exist_ok=True)
         np.save(config.npy, x.float().cpu().numpy())

@@ -148,7 +148,7 @@ class Trainer:
         shape = (cfg.channels, cfg.image_size, cfg.image_size)
         prior = NetworkPrior(self.ema_network(), self.schedule, shape)
         x = sample_prior(prior, cfg.grid_size, num_steps=cfg.grid_steps, eta=1.0,
-                         generator=make_generator(cfg.seed + 1), device=self.device)
+                         generator=make_generator(cfg.seed + 1, self.device), device=self.device)
         folder = Path(cfg.out) / "samples"
         save_grid(x, folder / "latest.png", scale=2)
         return save_grid(x, folder / f"step_{self.step:07d}.png", scale=2)
