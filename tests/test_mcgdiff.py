@@ -9,7 +9,7 @@ import torch
 
 from diffinv.benchmarks.gmm import make_problem
 from diffinv.metrics import sliced_wasserstein
-from diffinv.operators import DenseOperator, GaussianNoise, SelectOperator
+from diffinv.operators import GaussianNoise, SelectOperator
 from diffinv.priors import CountingPrior, gaussian_prior
 from diffinv.rng import make_generator
 from diffinv.samplers import InverseProblem
@@ -17,19 +17,6 @@ from diffinv.samplers.mcgdiff import MCGDiffConfig, MCGDiffSampler, run_filters
 
 D = torch.float64
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def gaussian_problem():
-    g = make_generator(0)
-    d = 4
-    root = torch.randn(d, d, generator=g, dtype=D)
-    cov = root @ root.T / d + 0.3 * torch.eye(d, dtype=D)
-    prior = gaussian_prior(torch.randn(d, generator=g, dtype=D), cov)
-    a = torch.randn(2, d, generator=g, dtype=D)
-    sigma = 0.3
-    y = a @ prior.sample(1, g)[0] + sigma * torch.randn(2, generator=g, dtype=D)
-    return prior, InverseProblem(DenseOperator(a), y, GaussianNoise(sigma)), prior.posterior(a, y, sigma)
 
 
 def filter_estimates(prior, problem, num_particles, num_filters, seed, num_steps=100):

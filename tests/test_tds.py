@@ -9,27 +9,14 @@ import torch
 
 from diffinv.benchmarks.gmm import make_problem
 from diffinv.metrics import sliced_wasserstein
-from diffinv.operators import ComposedOperator, DenseOperator, GaussianNoise, SelectOperator
-from diffinv.priors import CountingPrior, gaussian_prior
+from diffinv.operators import ComposedOperator, GaussianNoise, SelectOperator
+from diffinv.priors import CountingPrior
 from diffinv.rng import make_generator
 from diffinv.samplers import InverseProblem
 from diffinv.samplers.tds import TDSConfig, TDSSampler, run_tds
 
 D = torch.float64
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def gaussian_problem():
-    g = make_generator(0)
-    d = 4
-    root = torch.randn(d, d, generator=g, dtype=D)
-    cov = root @ root.T / d + 0.3 * torch.eye(d, dtype=D)
-    prior = gaussian_prior(torch.randn(d, generator=g, dtype=D), cov)
-    a = torch.randn(2, d, generator=g, dtype=D)
-    sigma = 0.3
-    y = a @ prior.sample(1, g)[0] + sigma * torch.randn(2, generator=g, dtype=D)
-    return prior, InverseProblem(DenseOperator(a), y, GaussianNoise(sigma)), prior.posterior(a, y, sigma)
 
 
 def test_moments_and_log_evidence(gaussian_problem):
