@@ -35,7 +35,6 @@ class SpectralView:
     y_bar: Tensor
     y_over_s: Tensor
     free_y: Tensor
-    num_observed: int  # #observed, a Python int (read once at construction: no later host sync)
 
     @classmethod
     def of(cls, op: SVDOperator, y: Tensor) -> SpectralView:
@@ -59,7 +58,7 @@ class SpectralView:
         free_y = torch.ones(src.out_dim, dtype=torch.bool, device=s.device)
         free_y[:k] = s_inv[:k] == 0
         view = cls(s=s, s_inv=s_inv, observed=observed, y_bar=y_bar, y_over_s=y_over_s,
-                   free_y=free_y, num_observed=int(observed.sum()))
+                   free_y=free_y)
         return view.to(y.device)
 
     def to(self, device: torch.device | str) -> SpectralView:

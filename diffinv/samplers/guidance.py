@@ -38,6 +38,11 @@ class Guided:
     extra: Any = None
 
 
+def clip_x0(prior: CountingPrior, x0: Tensor, clip: bool) -> Tensor:
+    """x̂0 clamped to the prior's value range when ``clip`` (gradient 0 on clamped entries)."""
+    return x0.clamp(*prior.value_range) if clip and prior.value_range is not None else x0
+
+
 def guided_denoise(prior: CountingPrior, x: Tensor, t: int,
                    objective: Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Any]],
                    clip: bool = False) -> Guided:
@@ -49,9 +54,7 @@ def guided_denoise(prior: CountingPrior, x: Tensor, t: int,
     with torch.enable_grad():
         x_t = x.detach().requires_grad_(True)
         out = prior.denoise(x_t, t)
-        x0 = out.x0
-        if clip and prior.value_range is not None:
-            x0 = x0.clamp(*prior.value_range)
+        x0 = clip_x0(prior, out.x0, clip)
         result = objective(x_t, x0)
         value, extra = result if isinstance(result, tuple) else (result, None)
         (grad,) = torch.autograd.grad(value.sum(), x_t)
@@ -81,7 +84,7 @@ class MeasurementFit:
             s_m = torch.zeros(m, dtype=torch.float64, device=spectral.s.device)
             s_m[:k] = spectral.s
             partner = torch.zeros(m, dtype=torch.bool, device=s_m.device)
-            partner[:k] = spectral.s_inv[:k] > 0
+            partner[:k] = spectral.observed[:k]
             self.k = k
             self.s_k = spectral.s.to(device=y.device, dtype=dtype)
             self.s2_m = (s_m**2).to(device=y.device, dtype=dtype)

@@ -59,7 +59,6 @@ from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.schedules import bridge_coefficients, grid_pairs, timestep_grid
 from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, SMCResult, State, smc_diagnostics
-from diffinv.smc.resampling import RESAMPLING
 from diffinv.smc.weights import ess
 
 LOG_2PI = math.log(2 * math.pi)
@@ -78,12 +77,10 @@ class MCGDiffConfig:
     samples_per_filter: int = 1
 
     def __post_init__(self) -> None:
-        check_options(self, positive=("num_particles", "num_steps", "samples_per_filter"), unit=("eta",),
-                      choices={"resampling": tuple(RESAMPLING)})
+        check_options(self, positive=("num_particles", "num_steps", "samples_per_filter"), unit=("eta",))
         if not 0 < self.kappa <= 1:
             raise ValueError(f"kappa: expected a value in (0, 1], got {self.kappa}")
-        if not self.ess_threshold > 0:
-            raise ValueError(f"ess_threshold: expected a value > 0, got {self.ess_threshold}")
+        Resampling(self.resampling, self.ess_threshold)  # validates the policy
 
 
 def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor) -> Tensor:
@@ -199,11 +196,11 @@ class MCGDiffModel:
         x[..., idx] = torch.where(act_s, pulled, x.index_select(-1, idx))
         return {"x": x}, None
 
-    def finish(self, result: SMCResult, sigma_y: float) -> ParticleSystem:
+    def finish(self, result: SMCResult) -> ParticleSystem:
         """Particles in the image basis, log Ẑ completed to log p(y) (module docstring)."""
         x, log_z = result.state["x"], result.log_z
         f, n, _ = x.shape
-        if sigma_y > 0:
+        if not self.noiseless:
             log_z = log_z + self.pins.log_z_offset
         else:  # noiseless: the observed coordinates equal ȳ/s exactly
             x = torch.where(self.pins.observed, self.pins.y_over_s_full.to(x.dtype), x)
@@ -222,7 +219,7 @@ def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int,
                         Resampling(config.resampling, config.ess_threshold))
     result = engine.run(generator)
     result.check("mcgdiff")
-    return model.finish(result, problem.sigma_y)
+    return model.finish(result)
 
 
 class MCGDiffSampler(Sampler):

@@ -53,10 +53,9 @@ from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
-from diffinv.samplers.guidance import MeasurementFit, guided_denoise
+from diffinv.samplers.guidance import MeasurementFit, clip_x0, guided_denoise
 from diffinv.schedules import CLEAN, bridge_coefficients, grid_pairs, timestep_grid
 from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, State, smc_diagnostics
-from diffinv.smc.resampling import RESAMPLING
 from diffinv.smc.weights import ess
 
 
@@ -76,9 +75,8 @@ class TDSConfig:
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_particles", "num_steps", "samples_per_filter", "cg_iterations"),
-                      unit=("eta",), nonnegative=("twist_scale",), choices={"resampling": tuple(RESAMPLING)})
-        if not self.ess_threshold > 0:
-            raise ValueError(f"ess_threshold: expected a value > 0, got {self.ess_threshold}")
+                      unit=("eta",), nonnegative=("twist_scale",))
+        Resampling(self.resampling, self.ess_threshold)  # validates the policy
 
 
 class TDSModel:
@@ -119,9 +117,7 @@ class TDSModel:
             x0, q, grad = guided.x0, guided.extra, guided.grad.reshape(x.shape)
         else:
             with torch.no_grad():
-                x0 = self.prior.denoise(flat, t).x0
-                if self.cfg.clip_x0 and self.prior.value_range is not None:
-                    x0 = x0.clamp(*self.prior.value_range)
+                x0 = clip_x0(self.prior, self.prior.denoise(flat, t).x0, self.cfg.clip_x0)
                 q = self.fit(x0, tau2)[0]
             grad = None
         state = {"x": x, "x0": x0.reshape(x.shape), "log_g": -0.5 * q.to(torch.float64).reshape(f, n)}
