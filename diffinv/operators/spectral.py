@@ -67,6 +67,14 @@ class SpectralView:
                                             for f in dataclasses.fields(self)
                                             if isinstance(getattr(self, f.name), Tensor)})
 
+    def rows(self, per_item: int) -> SpectralView:
+        """The view of B observations spread over B·``per_item`` rows laid out item by item (ȳ and
+        ȳ/s repeated; one observation is kept as one row, which broadcasts)."""
+        if self.y_bar.shape[0] == 1:
+            return self
+        return dataclasses.replace(self, y_bar=self.y_bar.repeat_interleave(per_item, 0),
+                                   y_over_s=self.y_over_s.repeat_interleave(per_item, 0))
+
     @property
     def dim(self) -> int:
         """d, the number of spectral coordinates of x."""

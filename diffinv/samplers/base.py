@@ -33,19 +33,30 @@ class SamplingError(RuntimeError):
 
 @dataclass(frozen=True, eq=False)
 class InverseProblem:
-    """y = A x + noise, for one observation.
+    """y = A x + noise, for one observation or for a batch of B observations that share A and σ_y.
 
-    operator : A with in_shape = the prior's shape; y : (*operator.out_shape); noise : GaussianNoise.
+    operator : A with in_shape = the prior's shape; noise : GaussianNoise;
+    y : (*operator.out_shape) for one observation, (B, *operator.out_shape) when ``batched``
+    (build with :meth:`batch`). A batched problem gives samples (B, k, *shape): the samplers lay out
+    their rows item by item (B·k rows, or B·F filters for SMC) and run all items in the same network
+    calls, each item with its own generator when given a :class:`~diffinv.rng.GeneratorBatch`.
     """
 
     operator: LinearOperator
     y: Tensor
     noise: GaussianNoise
+    batched: bool = False
+
+    @classmethod
+    def batch(cls, operator: LinearOperator, ys: Tensor, noise: GaussianNoise) -> InverseProblem:
+        """B observations ys (B, *operator.out_shape) of one operator and noise."""
+        return cls(operator, ys, noise, batched=True)
 
     def __post_init__(self) -> None:
-        if tuple(self.y.shape) != tuple(self.operator.out_shape):
-            raise ValueError(f"y: expected shape {tuple(self.operator.out_shape)}, "
-                             f"got {tuple(self.y.shape)}")
+        want = tuple(self.operator.out_shape)
+        got = tuple(self.y.shape)
+        if (got[1:] if self.batched else got) != want or (self.batched and (len(got) == 0 or got[0] < 1)):
+            raise ValueError(f"y: expected shape {('B', *want) if self.batched else want}, got {got}")
         if not bool(torch.isfinite(self.y).all()):
             raise ValueError("y: contains NaN or infinite values")
 
@@ -53,16 +64,40 @@ class InverseProblem:
     def sigma_y(self) -> float:
         return self.noise.sigma
 
+    @property
+    def num_items(self) -> int:
+        """B, the number of observations (1 unless batched)."""
+        return int(self.y.shape[0]) if self.batched else 1
+
+    def observations(self) -> Tensor:
+        """y as a (B, *out_shape) batch, where it lives, in its dtype."""
+        return self.y if self.batched else self.y[None]
+
+    def item(self, i: int) -> InverseProblem:
+        """The single-observation problem of item ``i``."""
+        return InverseProblem(self.operator, self.observations()[i], self.noise)
+
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Tensor:
-        """y as a (1, *out_shape) batch on ``device`` in ``dtype``."""
-        return self.y.to(device=device, dtype=dtype)[None]
+        """y as a (B, *out_shape) batch on ``device`` in ``dtype`` (B = 1 unless batched)."""
+        return self.observations().to(device=device, dtype=dtype)
+
+    def rows(self, per_item: int, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+        """y for a batch of B·``per_item`` rows laid out item by item: (B·per_item, *out_shape), or
+        (1, *out_shape) when B = 1 (broadcasts against any number of rows)."""
+        return item_rows(self.to(device, dtype), per_item)
+
+
+def item_rows(values: Tensor, per_item: int) -> Tensor:
+    """Per-item values (B, …) repeated for ``per_item`` consecutive rows each → (B·per_item, …); with
+    B = 1 the values are returned as they are (they broadcast)."""
+    return values if values.shape[0] == 1 else values.repeat_interleave(per_item, dim=0)
 
 
 @dataclass
 class SampleResult:
     """Samples and diagnostics of one sampler run.
 
-    samples : (num_samples, *shape) on the CPU.
+    samples : (num_samples, *shape) on the CPU; (B, num_samples, *shape) for a batched problem.
     nfe_forward, nfe_backward : prior evaluations summed over batch items (one per sample or particle).
     seconds : wall time of the run; prior_seconds : the part spent inside prior evaluations.
     diagnostics : sampler-specific data (SMC: ``ess`` (steps,), ``resampled`` (steps,), ``log_z``).
@@ -118,7 +153,7 @@ class Sampler(ABC):
     def sample(self, prior: DiffusionPrior, problem: InverseProblem, num_samples: int,
                generator: torch.Generator | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, max_batch: int | None = None) -> SampleResult:
-        """Draw ``num_samples`` approximate posterior samples (see the class docstring)."""
+        """Draw ``num_samples`` approximate posterior samples (per observation of a batched problem)."""
         if num_samples < 1:
             raise ValueError(f"num_samples: expected a positive integer, got {num_samples}")
         self.check(prior, problem)
@@ -128,6 +163,8 @@ class Sampler(ABC):
                                          torch.device(device), dtype)
         seconds = time.perf_counter() - start
         samples = samples.detach()
+        if problem.batched:
+            samples = samples.reshape(problem.num_items, num_samples, *samples.shape[1:])
         if not bool(torch.isfinite(samples).all()):
             raise SamplingError(f"{self.name}: non-finite values appeared during sampling")
         return SampleResult(samples=samples.cpu(), nfe_forward=counting.stats.forward,
@@ -138,7 +175,7 @@ class Sampler(ABC):
     def _run(self, prior: CountingPrior, problem: InverseProblem, num_samples: int,
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
-        """Return samples (num_samples, *shape) and a diagnostics dict."""
+        """Return samples (B·num_samples, *shape), item by item, and a diagnostics dict."""
 
 
 def check_options(config: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),

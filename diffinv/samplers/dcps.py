@@ -87,10 +87,10 @@ class DCPSSampler(Sampler):
         if problem.sigma_y <= 0:
             raise ValueError("sigma_y: dcps needs sigma_y > 0 (its potentials are Gaussian in y)")
         sched, op = prior.schedule, problem.operator.to(device, dtype)
-        y = problem.to(device, dtype)
-        var_y = problem.sigma_y**2
+        y = problem.rows(num_samples, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
+        var_y, rows = problem.sigma_y**2, problem.num_items * num_samples
         bounds = block_boundaries(sched.num_timesteps, cfg.num_blocks)
-        x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
+        x = randn((rows, *prior.shape), generator, like=y.new_empty(()))
         ula_grad_norms = []
 
         def bridge_mean(z: Tensor, t: int, k_low: int, sample: bool) -> Tensor:
@@ -118,7 +118,7 @@ class DCPSSampler(Sampler):
             for _ in range(cfg.langevin_steps):
                 guided = guided_denoise(prior, x, k_high, log_g_of_mean)
                 drift = guided.grad + eps_to_score(guided.eps, sched.alpha_bar_at(k_high))
-                ula_grad_norms.append(drift.reshape(num_samples, -1).norm(dim=1).mean())  # on the device
+                ula_grad_norms.append(drift.reshape(rows, -1).norm(dim=1).mean())  # on the device
                 x = tamed_ula_step(x.detach(), drift, cfg.gamma, generator)
             # b. variational kernels along the block grid (the last block goes down to t' = 0)
             grid = block_grid(max(k_low, 0), k_high, cfg.num_steps // cfg.num_blocks)
@@ -134,6 +134,6 @@ class DCPSSampler(Sampler):
                 x = m + torch.exp(s) * randn(m.shape, generator, like=m)
         with torch.no_grad():
             x = prior.denoise(x, 0).x0
-        resid = (y - op.A(x)).reshape(num_samples, -1).norm(dim=1) / (problem.sigma_y * math.sqrt(op.out_dim))
+        resid = (y - op.A(x)).reshape(rows, -1).norm(dim=1) / (problem.sigma_y * math.sqrt(op.out_dim))
         norms = torch.stack(ula_grad_norms).tolist() if ula_grad_norms else []
         return x.detach(), {"ula_grad_norm": norms, "final_residual": float(resid.mean())}

@@ -68,15 +68,15 @@ class DDRMSampler(Sampler):
         cfg = self.config
         op: SVDOperator = problem.operator.to(device, dtype)  # type: ignore[assignment]
         y, sched = problem.to(device, dtype), prior.schedule
-        d, sigma_y = op.in_dim, problem.sigma_y
-        spec = SpectralView.of(problem.operator, problem.y[None]).to(device)
+        d, sigma_y, rows = op.in_dim, problem.sigma_y, problem.num_items * num_samples
+        spec = SpectralView.of(problem.operator, problem.observations()).rows(num_samples).to(device)
         observed = spec.observed  # (d,)
-        y_over_s = spec.y_over_s[0].to(dtype)  # (d,) ȳ_i / s_i
+        y_over_s = spec.y_over_s.to(dtype)  # (B·k or 1, d) ȳ_i / s_i
         noise_over_s = spec.noise_over_s(sigma_y).to(dtype)  # (d,) σ_y / s_i on observed coordinates
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
 
         def draw() -> Tensor:
-            return randn((num_samples, d), generator, like=y)
+            return randn((rows, d), generator, like=y)
 
         sig_T = _ve_sigma(sched.alpha_bar_at(grid[0]))
         init_obs = y_over_s + torch.sqrt((sig_T**2 - noise_over_s**2).clamp_min(0)) * draw()

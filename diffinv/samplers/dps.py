@@ -57,11 +57,11 @@ class DPSSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        op, y = problem.operator.to(device, dtype), problem.to(device, dtype)
-        x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
+        op, y = problem.operator.to(device, dtype), problem.rows(num_samples, device, dtype)
+        x = randn((problem.num_items * num_samples, *prior.shape), generator, like=y.new_empty(()))
 
         def objective(x_t: Tensor, x0: Tensor) -> Tensor:
-            return ((y - op.A(x0)) ** 2).reshape(num_samples, -1).sum(-1)  # ‖r_i‖² per sample
+            return ((y - op.A(x0)) ** 2).reshape(x0.shape[0], -1).sum(-1)  # ‖r_i‖² per sample
 
         residual_norms = []
         for t, s in grid_pairs(timestep_grid(prior.schedule.num_timesteps, cfg.num_steps)):

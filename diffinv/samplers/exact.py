@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffinv.priors.base import CountingPrior
+from diffinv.rng import item_generators
 from diffinv.samplers.base import InverseProblem, Sampler
 
 
@@ -39,6 +40,11 @@ class ExactSampler(Sampler):
         if problem.sigma_y <= 0:
             raise ValueError("sigma_y: the exact posterior needs sigma_y > 0")
         matrix = problem.operator.matrix(torch.float64)
-        post = inner.posterior(matrix, problem.y.reshape(-1), problem.sigma_y)
-        samples = post.sample(num_samples, generator)
-        return samples.to(device=device, dtype=dtype), {"posterior_weights": post.weights.tolist()}
+        ys = problem.observations()
+        samples, weights = [], []
+        for y, gen in zip(ys, item_generators(generator, problem.num_items), strict=True):
+            post = inner.posterior(matrix, y.reshape(-1), problem.sigma_y)
+            samples.append(post.sample(num_samples, gen))
+            weights.append(post.weights.tolist())
+        out = torch.cat(samples).to(device=device, dtype=dtype)
+        return out, {"posterior_weights": weights if problem.batched else weights[0]}

@@ -70,8 +70,9 @@ class MeasurementFit:
     """q = rᵀ Σ⁻¹ r and v = Aᵀ Σ⁻¹ r for r = y − A x̂0, Σ = σ_y² I + τ² A Aᵀ (module docstring).
 
     Built once per run on the sampler's device and dtype: ``op`` there (``LinearOperator.to``),
-    ``y`` (1, *out_shape), and the float64 :class:`SpectralView` of the original operator when it
-    has an SVD (its values are cast once). Shapes: x0 (B, *in_shape) → q (B,), v (B, *in_shape).
+    ``y`` (R, *out_shape) with one observation per row of x0 (or (1, *out_shape): one for all), and
+    the float64 :class:`SpectralView` of the original operator when it has an SVD, with the same
+    rows as y (its values are cast once). Shapes: x0 (R, *in_shape) → q (R,), v (R, *in_shape).
     """
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float, cg_iterations: int = 50,
@@ -89,7 +90,7 @@ class MeasurementFit:
             self.s_k = spectral.s.to(device=y.device, dtype=dtype)
             self.s2_m = (s_m**2).to(device=y.device, dtype=dtype)
             self.partner = partner.to(y.device)
-            self.y_bar = spectral.y_bar[:1].to(device=y.device, dtype=dtype)  # (1, m)
+            self.y_bar = spectral.y_bar.to(device=y.device, dtype=dtype)  # (R or 1, m), like y
 
     def __call__(self, x0: Tensor, tau2: float) -> tuple[Tensor, Tensor]:
         if self.svd:

@@ -58,7 +58,15 @@ from diffinv.priors.base import CountingPrior, DiffusionPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.schedules import bridge_coefficients, grid_pairs, timestep_grid
-from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, SMCResult, State, smc_diagnostics
+from diffinv.smc.engine import (
+    FeynmanKac,
+    ParticleSystem,
+    Resampling,
+    SMCResult,
+    State,
+    per_item_draws,
+    smc_diagnostics,
+)
 from diffinv.smc.weights import ess
 
 LOG_2PI = math.log(2 * math.pi)
@@ -84,7 +92,8 @@ class MCGDiffConfig:
 
 
 def _log_normal(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor) -> Tensor:
-    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, m'), mean/var/mask (m',) → (F, N)."""
+    """Σ_{i ∈ mask} log N(x_i; mean_i, var_i), float64; x (F, N, m'), mean (F or 1, 1, m'),
+    var/mask (m',) → (F, N)."""
     terms = -0.5 * ((x.to(torch.float64) - mean) ** 2 / var + torch.log(var) + LOG_2PI)
     return torch.where(mask, terms, torch.zeros_like(terms)).sum(-1)
 
@@ -93,6 +102,8 @@ class _Pins:
     """The τ-pins of the observed spectral coordinates (float64, on the device; module docstring).
 
     Only the m' observed coordinates ``idx`` are kept: potentials cost O(F·N·m'), not O(F·N·d).
+    τ and κ depend on s and σ_y only; the observation enters through ȳ/s, one row per filter
+    (``spec`` with F rows, for a batch of observations) or one row for all filters.
     """
 
     def __init__(self, spec: SpectralView, sigma_y: float, kappa: float, grid: list[int],
@@ -120,18 +131,18 @@ class _Pins:
         self.schedule = prior.schedule
         # log p(y) = log E[Π pins] + Σ_obs log(√ᾱ_{τ_i}/s_i) + Σ_{unobserved y-coords} log N(ȳ_j; 0, σ_y²)
         offset = 0.5 * torch.log(ab_tau) + torch.log(s_inv.clamp_min(1e-300))
-        self.log_z_offset = float(offset[observed].sum())
+        log_z_offset = offset[observed].sum().expand(spec.y_bar.shape[0])  # (F or 1,)
         if sigma_y > 0:
-            y_all = spec.y_bar[0]
-            free_terms = -0.5 * (y_all**2 / sigma_y**2 + math.log(2 * math.pi * sigma_y**2))
-            self.log_z_offset += float(free_terms[spec.free_y].sum())
+            free_terms = -0.5 * (spec.y_bar**2 / sigma_y**2 + math.log(2 * math.pi * sigma_y**2))
+            log_z_offset = log_z_offset + free_terms[:, spec.free_y].sum(-1)
+        self.log_z_offset = log_z_offset.to(device)
         self.idx, self.tau = idx.to(device), tau.to(device)
-        self.y_over_s = spec.y_over_s[0][idx].to(device)  # (m',)
+        self.y_over_s = spec.y_over_s[:, idx][:, None].to(device)  # (F or 1, 1, m')
         self.kappa, self.alpha_bar_tau = kappa_i[idx].to(device), ab_tau[idx].to(device)
-        self.observed, self.y_over_s_full = observed.to(device), spec.y_over_s[0].to(device)
+        self.observed, self.y_over_s_full = observed.to(device), spec.y_over_s[:, None].to(device)
 
     def potential(self, t: int) -> tuple[Tensor, Tensor, Tensor]:
-        """μ_t, v_t and the active mask at grid time t, each (m',)."""
+        """μ_t (F or 1, 1, m'), v_t (m',) and the active mask (m',) at grid time t."""
         ab = self.schedule.alpha_bar_at(t)
         mu = math.sqrt(ab) * self.y_over_s
         var = torch.maximum(1 - (1 - self.kappa) * ab / self.alpha_bar_tau, self.kappa)
@@ -144,14 +155,14 @@ class MCGDiffModel:
     name = "mcgdiff"
 
     def __init__(self, prior: CountingPrior, problem: InverseProblem, config: MCGDiffConfig,
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, filters_per_item: int = 1) -> None:
         self.prior, self.cfg, self.dtype = prior, config, dtype
         self.op: SVDOperator = problem.operator.to(device, dtype)  # type: ignore[assignment]
         self.d = self.op.in_dim
         grid = timestep_grid(prior.schedule.num_timesteps, config.num_steps)
         self.pairs = grid_pairs(grid)
         self.num_steps = len(self.pairs)
-        spec = SpectralView.of(problem.operator, problem.y[None])
+        spec = SpectralView.of(problem.operator, problem.observations()).rows(filters_per_item)
         self.pins = _Pins(spec, problem.sigma_y, config.kappa, grid, prior, device)
         self.noiseless = problem.sigma_y == 0
         self.like = torch.empty((), device=device, dtype=dtype)
@@ -213,9 +224,10 @@ class MCGDiffModel:
 def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int, config: MCGDiffConfig,
                 generator: torch.Generator | None, device: torch.device,
                 dtype: torch.dtype) -> ParticleSystem:
-    """Run ``num_filters`` independent MCGDiff filters of ``config.num_particles`` particles side by side."""
-    model = MCGDiffModel(prior, problem, config, device, dtype)
-    engine = FeynmanKac(model, num_filters, config.num_particles,
+    """Run ``num_filters`` independent MCGDiff filters of ``config.num_particles`` particles side by side
+    for each observation (B·num_filters filters in all, item by item)."""
+    model = MCGDiffModel(prior, problem, config, device, dtype, num_filters)
+    engine = FeynmanKac(model, problem.num_items * num_filters, config.num_particles,
                         Resampling(config.resampling, config.ess_threshold))
     result = engine.run(generator)
     result.check("mcgdiff")
@@ -235,5 +247,5 @@ class MCGDiffSampler(Sampler):
         cfg = self.config
         num_filters = -(-num_samples // cfg.samples_per_filter)
         system = run_filters(prior, problem, num_filters, cfg, generator, device, dtype)
-        samples = system.draw(cfg.samples_per_filter, generator)[:num_samples]
-        return samples, smc_diagnostics(system, num_filters)
+        samples = per_item_draws(system, problem.num_items, num_samples, cfg.samples_per_filter, generator)
+        return samples, smc_diagnostics(system, problem.num_items * num_filters)

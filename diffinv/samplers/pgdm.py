@@ -62,11 +62,13 @@ class PGDMSampler(Sampler):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
-        op, y, sched = problem.operator.to(device, dtype), problem.to(device, dtype), prior.schedule
-        spectral = SpectralView.of(problem.operator, problem.y[None]).to(device) if op.has_svd else None
+        op, sched = problem.operator.to(device, dtype), prior.schedule
+        y = problem.rows(num_samples, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
+        spectral = (SpectralView.of(problem.operator, problem.observations()).rows(num_samples).to(device)
+                    if op.has_svd else None)
         fit = MeasurementFit(op, y, problem.sigma_y, cfg.cg_iterations, spectral)
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
-        x = randn((num_samples, *prior.shape), generator, like=y.new_empty(()))
+        x = randn((problem.num_items * num_samples, *prior.shape), generator, like=y.new_empty(()))
         if cfg.init == "pinv":
             ab = sched.alpha_bar_at(grid[0])
             x = math.sqrt(ab) * op.pinv(y) + math.sqrt(1 - ab) * x

@@ -55,7 +55,7 @@ from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.samplers.guidance import MeasurementFit, clip_x0, guided_denoise
 from diffinv.schedules import CLEAN, bridge_coefficients, grid_pairs, timestep_grid
-from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, State, smc_diagnostics
+from diffinv.smc.engine import FeynmanKac, ParticleSystem, Resampling, State, per_item_draws, smc_diagnostics
 from diffinv.smc.weights import ess
 
 
@@ -85,11 +85,13 @@ class TDSModel:
     name = "tds"
 
     def __init__(self, prior: CountingPrior, problem: InverseProblem, config: TDSConfig,
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, filters_per_item: int = 1) -> None:
         self.prior, self.cfg, self.shape = prior, config, tuple(prior.shape)
         op = problem.operator.to(device, dtype)
-        self.op, self.y, self.sigma_y = op, problem.to(device, dtype), problem.sigma_y
-        spectral = SpectralView.of(problem.operator, problem.y[None]).to(device) if op.has_svd else None
+        rows = filters_per_item * config.num_particles  # particle rows per observation, item by item
+        self.op, self.y, self.sigma_y = op, problem.rows(rows, device, dtype), problem.sigma_y
+        spectral = (SpectralView.of(problem.operator, problem.observations()).rows(rows).to(device)
+                    if op.has_svd else None)
         self.fit = MeasurementFit(op, self.y, problem.sigma_y, config.cg_iterations, spectral)
         grid = timestep_grid(prior.schedule.num_timesteps, config.num_steps)
         self.pairs = grid_pairs(grid)
@@ -163,9 +165,10 @@ class TDSModel:
 
 def run_tds(prior: CountingPrior, problem: InverseProblem, num_filters: int, config: TDSConfig,
             generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> ParticleSystem:
-    """Run ``num_filters`` independent TDS filters of ``config.num_particles`` particles side by side."""
-    model = TDSModel(prior, problem, config, device, dtype)
-    engine = FeynmanKac(model, num_filters, config.num_particles,
+    """Run ``num_filters`` independent TDS filters of ``config.num_particles`` particles side by side
+    for each observation (B·num_filters filters in all, item by item)."""
+    model = TDSModel(prior, problem, config, device, dtype, num_filters)
+    engine = FeynmanKac(model, problem.num_items * num_filters, config.num_particles,
                         Resampling(config.resampling, config.ess_threshold))
     result = engine.run(generator)
     result.check("tds")
@@ -189,5 +192,5 @@ class TDSSampler(Sampler):
         cfg = self.config
         num_filters = -(-num_samples // cfg.samples_per_filter)
         system = run_tds(prior, problem, num_filters, cfg, generator, device, dtype)
-        samples = system.draw(cfg.samples_per_filter, generator)[:num_samples]
-        return samples, smc_diagnostics(system, num_filters)
+        samples = per_item_draws(system, problem.num_items, num_samples, cfg.samples_per_filter, generator)
+        return samples, smc_diagnostics(system, problem.num_items * num_filters)

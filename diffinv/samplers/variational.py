@@ -53,9 +53,9 @@ def fit_gaussian_kernel(mu_p: Tensor, sigma_p: float, potential_fn: Callable[[Te
     for _ in range(num_steps):
         with torch.enable_grad():
             m_, s_ = m.requires_grad_(True), s.requires_grad_(True)
-            xi = randn((num_mc, *m.shape), generator, like=m)
-            u = (m_ + torch.exp(s_) * xi).reshape(num_mc * m.shape[0], *m.shape[1:])
-            expected = potential_fn(u).reshape(num_mc, m.shape[0]).mean(0)
+            xi = randn((m.shape[0], num_mc, *m.shape[1:]), generator, like=m)  # rows first (GeneratorBatch)
+            u = (m_[:, None] + torch.exp(s_)[:, None] * xi).reshape(m.shape[0] * num_mc, *m.shape[1:])
+            expected = potential_fn(u).reshape(m.shape[0], num_mc).mean(1)
             loss = expected + gaussian_kl(m_, s_, mu_p, log_sigma_p)
             g_m, g_s = torch.autograd.grad(loss.sum(), (m_, s_))
         m = (m.detach() - lr * _normalised(g_m)).detach()

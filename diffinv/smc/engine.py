@@ -245,6 +245,15 @@ class ParticleSystem:
         return draw(self.particles, self.log_weights, k, generator)
 
 
+def per_item_draws(system: ParticleSystem, num_items: int, num_samples: int, per_filter: int,
+                   generator: torch.Generator | None) -> Tensor:
+    """``num_samples`` draws for each of B items whose filters are laid out item by item
+    (F = B·⌈k/per_filter⌉), ``per_filter`` from each filter: → (B·num_samples, *shape)."""
+    draws = system.draw(per_filter, generator)  # (F·per_filter, *shape)
+    shape = draws.shape[1:]
+    return draws.reshape(num_items, -1, *shape)[:, :num_samples].reshape(-1, *shape)
+
+
 def smc_diagnostics(system: ParticleSystem, num_filters: int) -> dict[str, Any]:
     """JSON-able diagnostics of F filters (converted once, after the run)."""
     return {"ess": system.ess.mean(0).tolist(), "resampled": system.resampled.float().mean(0).tolist(),

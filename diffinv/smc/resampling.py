@@ -26,7 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffinv.rng import generator_device, rand
+from diffinv.rng import multinomial as _categorical
+from diffinv.rng import rand
 
 
 def inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
@@ -38,9 +39,7 @@ def inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
 
 def multinomial(weights: Tensor, num: int, generator: torch.Generator | None) -> Tensor:
     """M i.i.d. draws from Categorical(W_f) per row; weights (F, N) → (F, M) on the weights' device."""
-    draws = torch.multinomial(weights.to(generator_device(generator)), num, replacement=True,
-                              generator=generator)
-    return draws.to(weights.device)
+    return _categorical(weights, num, generator)
 
 
 def stratified(weights: Tensor, num: int, generator: torch.Generator | None) -> Tensor:
