@@ -110,6 +110,17 @@ class SampleResult:
     prior_seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
+    def per_item(self, num_items: int) -> list[SampleResult]:
+        """One result per observation of a run over ``num_items`` observations: its samples (the
+        leading index of a batched result) and an equal share of the evaluations and seconds (every
+        item has the same number of rows); diagnostics are the run's."""
+        if num_items == 1:
+            return [self]
+        return [SampleResult(samples=s, nfe_forward=self.nfe_forward // num_items,
+                             nfe_backward=self.nfe_backward // num_items, seconds=self.seconds / num_items,
+                             prior_seconds=self.prior_seconds / num_items, diagnostics=self.diagnostics)
+                for s in self.samples]
+
     @property
     def overhead(self) -> float:
         """Total time over the time spent in prior evaluations (1.0 = no overhead)."""
