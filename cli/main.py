@@ -1,4 +1,4 @@
-"""The ``diffinv`` Typer app: version, operators, samplers, problems, compare, solve, train, sample."""
+"""The ``diffinv`` Typer app: version, operators, samplers, problems, compare, solve, batch, train, sample."""
 
 from __future__ import annotations
 
@@ -120,10 +120,12 @@ def compare(
     stdout.print(table, soft_wrap=False)  # a table is laid out to the width (title centred)
 
 
+from cli.batch import batch  # noqa: E402
 from cli.solve import solve  # noqa: E402
 from cli.train import sample, train  # noqa: E402
 
 app.command(epilog="Example: diffinv solve photo.png --problem sr4 --sampler dcps --out results/")(solve)
+app.command(epilog="Example: diffinv batch observations/ --problem sr4 --sampler mcgdiff --out runs/")(batch)
 app.command(epilog="Example: diffinv train --data fashion-mnist --out checkpoints/fashion32")(train)
 app.command(epilog="Example: diffinv sample --checkpoint fashion32 -n 64 --out grid.png")(sample)
 

@@ -4,38 +4,32 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import one_line_errors, stderr, stdout
-from diffinv.typed import parse_value
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """['operator.factor=8', 'dcps.lr=0.5'] → {'operator.factor': 8, 'dcps.lr': 0.5} (YAML 1.2 values)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"set: expected KEY=VALUE (e.g. noise.sigma_y=0.05), got {item!r}")
-        out[key.strip()] = parse_value(value)
-    return out
-
-
-def parse_range(text: str | None) -> tuple[float, float] | None:
-    """'0,255' → (0.0, 255.0)."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        lo, hi = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"value-range: expected LO,HI (e.g. 0,255), got {text!r}") from None
-    if not hi > lo:
-        raise ValueError(f"value-range: expected HI > LO, got {text!r}")
-    return lo, hi
+from cli.options import (
+    ArchOpt,
+    CheckpointingOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    Fp16Opt,
+    KernelOpt,
+    MaskOpt,
+    MaxBatchOpt,
+    NumSamplesOpt,
+    ProblemOpt,
+    QuietOpt,
+    ResizeOpt,
+    SamplerOpt,
+    SetOpt,
+    StepsOpt,
+    ThreadsOpt,
+    ValueRangeOpt,
+    job_config,
+)
 
 
 @contextmanager
@@ -67,50 +61,37 @@ def diffusion_bar(quiet: bool):
 def solve(
     image: Annotated[Path, typer.Argument(help="The observation (PNG or .npy on [0, 1]); with --simulate the "
                                           "ground truth.")],
-    problem: Annotated[str, typer.Option(help="A preset (see `diffinv problems`) or a YAML file.")]
-    = "sr4",
-    sampler: Annotated[str, typer.Option(help="dps, pgdm, mcgdiff, dcps, ddrm.")] = "dcps",
-    num_samples: Annotated[int, typer.Option(help="Posterior samples to draw.")] = 4,
+    problem: ProblemOpt = "sr4",
+    sampler: SamplerOpt = "dcps",
+    num_samples: NumSamplesOpt = 4,
     seed: Annotated[int, typer.Option(help="Seed of the sampler (and of the simulated noise).")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Diffusion steps (the sampler's num_steps).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    checkpoint: Annotated[str | None, typer.Option(help="Prior: a shipped NAME, a diffinv or diffusers "
-                                                   "folder, or an ADM .pt/.safetensors file (default: the "
-                                                   "shipped prior for the image's channels).")] = None,
-    arch: Annotated[str | None, typer.Option(help="ADM architecture of a .pt checkpoint: adm-ffhq256, "
-                                             "adm-imagenet256-uncond or a YAML file of guided-diffusion "
-                                             "flags (default: the preset that fits the file).")] = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision network (ADM / diffusers; GPU).")]
-    = False,
-    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Recompute activations in backward "
-                                                "passes (less memory for dps/pgdm/dcps at 256²).")] = False,
+    steps: StepsOpt = None,
+    device: DeviceOpt = "auto",
+    checkpoint: CheckpointOpt = None,
+    arch: ArchOpt = None,
+    fp16: Fp16Opt = False,
+    checkpointing: CheckpointingOpt = False,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
     simulate: Annotated[bool, typer.Option(help="IMAGE is the truth: degrade it with the problem first.")]
     = False,
-    mask: Annotated[Path | None, typer.Option(help="Mask PNG (white = observed) for inpaint_mask.")] = None,
-    kernel: Annotated[Path | None, typer.Option(help="Blur kernel (.npy or PNG) for blur_kernel.")] = None,
-    resize: Annotated[bool, typer.Option(help="Resample an image that does not fit the prior.")] = False,
+    mask: MaskOpt = None,
+    kernel: KernelOpt = None,
+    resize: ResizeOpt = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
-    max_batch: Annotated[int | None, typer.Option(help="Most items per network call (memory bound).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field: operator.KEY=V, "
-                                                   "noise.sigma_y=V, SAMPLER.OPTION=V.")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default; 1 on a busy machine).")]
-    = 0,
-    value_range: Annotated[str | None, typer.Option(help="LO,HI: the scale of a .npy image (default 0,1), "
-                                                "e.g. 0,255.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_batch: MaxBatchOpt = None,
+    set_: SetOpt = None,
+    threads: ThreadsOpt = 0,
+    value_range: ValueRangeOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Draw posterior samples of a clean image given a degraded one; write samples, mean, std, metrics."""
-    from diffinv.solve import SolveConfig
     from diffinv.solve import solve as run_solve
 
-    config = SolveConfig(image=str(image), problem=problem, sampler=sampler, num_samples=num_samples,
-                         seed=seed, steps=steps, device=device, checkpoint=checkpoint, out=str(out),
-                         simulate=simulate,
-                         mask=str(mask) if mask else None, kernel=str(kernel) if kernel else None,
-                         resize=resize, overwrite=overwrite, max_batch=max_batch, threads=threads,
-                         value_range=parse_range(value_range), arch=arch, fp16=fp16,
-                         checkpointing=checkpointing, overrides=parse_set(set_))
+    config = job_config(str(image), str(out), mask=mask, kernel=kernel, value_range=value_range, set_=set_,
+                        problem=problem, sampler=sampler, num_samples=num_samples, seed=seed, steps=steps,
+                        device=device, checkpoint=checkpoint, simulate=simulate, resize=resize,
+                        overwrite=overwrite, max_batch=max_batch, threads=threads, arch=arch, fp16=fp16,
+                        checkpointing=checkpointing)
     with diffusion_bar(quiet) as progress:
         report = run_solve(config, progress=progress)
     m = report.metrics

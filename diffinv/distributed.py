@@ -15,12 +15,15 @@ depend on the order, the shard or the number of workers that ran it.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+GROUP_TIMEOUT = datetime.timedelta(hours=6)  # the start-up barrier waits for every rank's prior to load
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class Group:
             backend = "nccl" if device_type == "cuda" else "gloo"
             if backend == "nccl":
                 torch.cuda.set_device(part.local_rank)
-            dist.init_process_group(backend=backend, init_method="env://")
+            dist.init_process_group(backend=backend, init_method="env://", timeout=GROUP_TIMEOUT)
             started = True
         nccl = dist.get_backend() == "nccl"
         return cls(part, torch.device("cuda", part.local_rank) if nccl else torch.device("cpu"), started)
