@@ -77,6 +77,7 @@ def batch(
 
     from diffinv.batch import BatchConfig, list_inputs, run_batch
     from diffinv.distributed import partition
+    from diffinv.outputs import absolute
 
     job = job_config("", str(out), mask=mask, kernel=kernel, value_range=value_range, set_=set_,
                      problem=problem, sampler=sampler, num_samples=num_samples, seed=seed, steps=steps,
@@ -85,7 +86,7 @@ def batch(
     config = BatchConfig(inputs=str(inputs), out=str(out), job=job, recursive=recursive, glob=glob,
                          items_per_call=items_per_call, shard=shard, overwrite=overwrite)
     part = partition(shard, os.environ)
-    names = [i.name for i in list_inputs(inputs, recursive, glob)]
+    names = [i.name for i in list_inputs(inputs, recursive, glob, exclude=absolute(out))]
     with progress_bar(len(part.select(names)), quiet or part.rank != 0) as advance:
         report = run_batch(config, progress=advance)
     stdout.print(f"{report.out}: {len(report.assigned)} of {len(report.names)} items here"
