@@ -27,8 +27,8 @@ from diffinv.checkpoints import load_prior
 from diffinv.data import load_dataset
 from diffinv.imaging.baselines import baseline, tikhonov
 from diffinv.imaging.metrics import psnr, ssim
+from diffinv.job import Session, SolveConfig, resolve_device
 from diffinv.problems import load_problem
-from diffinv.solve import SolveConfig, prepare, resolve_device, solve
 
 
 def main() -> None:
@@ -55,23 +55,31 @@ def main() -> None:
     data = load_dataset(args.data, s, c)
     test = data.test[args.start: args.start + args.images].double() / 255.0  # (N, C, S, S) on [0, 1]
     records, start = [], time.perf_counter()
+    sessions: dict[tuple[str, str], Session] = {}  # one per (problem, sampler), built once
+
+    def session(problem: str, sampler: str) -> Session:
+        if (problem, sampler) not in sessions:
+            sessions[problem, sampler] = Session.build(
+                SolveConfig(image="", problem=problem, sampler=sampler, simulate=True, device=args.device,
+                            num_samples=args.num_samples), prior)
+        return sessions[problem, sampler]
+
+    samplers = args.samplers.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         for problem in args.problems.split(","):
             for i, image in enumerate(test, start=args.start):
                 path = Path(tmp) / f"{i}.npy"
                 np.save(path, image.numpy())
-                base = SolveConfig(image=str(path), problem=problem, simulate=True, seed=i,
-                                   device=args.device, num_samples=args.num_samples)
-                job = prepare(base, prior)
+                job = session(problem, samplers[0]).job(str(path), seed=i)  # one job, every sampler
                 op, y01, truth = job.op, job.y01, job.truth
                 sigma_y = load_problem(problem).sigma_y
                 for name, rec in (baseline(op, y01), ("tikhonov", tikhonov(op, y01, sigma_y))):
                     records.append({"problem": problem, "image": i, "method": name, "psnr": psnr(rec, truth),
                                     "ssim": ssim(rec, truth), "seconds": 0.0, "nfe_forward": 0,
                                     "nfe_backward": 0})
-                for sampler in args.samplers.split(","):
-                    base.sampler = sampler
-                    m = solve(base, prior=prior, write=False).metrics
+                for sampler in samplers:
+                    (result,) = session(problem, sampler).run([job])
+                    m = result.metrics
                     records.append({"problem": problem, "image": i, "method": sampler, "psnr": m["psnr"],
                                     "ssim": m["ssim"], "seconds": m["seconds"],
                                     "nfe_forward": m["nfe_forward"], "nfe_backward": m["nfe_backward"],
