@@ -1,0 +1,146 @@
+"""The Gaussian-mixture benchmark over a family of problems: d_x × d_y cells, every sampler, scored against
+the exact posterior and against the prior.
+
+    python benchmarks/gmm_family.py --dims 10,20,40,100 --dys 1,2,4 --seeds 0-19 --num-samples 1000 \\
+        --out benchmarks/results/gmm_family
+    python benchmarks/gmm_family.py --merge a/gmm_family.json,b/gmm_family.json --out ...   # shards
+
+Each (d_x, d_y, seed) is ``diffinv.benchmarks.gmm.make_problem`` (25 modes; A, σ_y drawn per seed) and
+every sampler runs with its GMM preset (``diffinv/benchmarks/gmm_presets.py``) through ``run_compare``.
+Beside the samplers, two reference rows per seed: ``exact`` (an exact posterior sample set: the noise floor
+of the sliced Wasserstein distance) and ``prior`` (as many samples of the prior: what a sampler that
+ignores y scores). Per cell the report gives the median SW and its ratio to the floor's median, and on how
+many seeds a sampler beat the prior. Tune on seeds 100–199; report on seeds 0–19.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffinv import __version__
+from diffinv.benchmarks.gmm import make_problem
+from diffinv.compare import CSV_FIELDS, CompareConfig, parse_seeds, reference_samples, run_compare
+from diffinv.metrics import sliced_wasserstein
+from diffinv.rng import make_generator
+
+
+def prior_record(dx: int, dy: int, seed: int, num_samples: int) -> dict:
+    """SW of prior samples against the same exact reference (and directions) that ``run_compare`` uses."""
+    gmm = make_problem(dx, dy, seed)
+    reference = reference_samples(gmm, num_samples, seed)
+    samples = gmm.prior.mixture.sample(num_samples, make_generator(3 * 2**30 + seed))
+    sw = sliced_wasserstein(samples, reference, 100, make_generator(2**32 + seed))
+    return {"sampler": "prior", "seed": seed, "dx": dx, "dy": dy, "sigma_y": gmm.problem.sigma_y, "sw": sw,
+            "weight_error": float("nan"), "nfe_forward": 0, "nfe_backward": 0, "seconds": 0.0,
+            "prior_seconds": 0.0, "overhead": float("nan"), "num_samples": num_samples}
+
+
+def cell_rows(records: list[dict]) -> list[dict]:
+    """Per sampler of one cell: SW median / mean / sd, ratio to the floor, seeds better than the prior."""
+    by = {}
+    for r in records:
+        by.setdefault(r["sampler"], {})[r["seed"]] = r
+    floor = float(np.median([r["sw"] for r in by.get("exact", {}).values()])) if "exact" in by else np.nan
+    prior = by.get("prior", {})
+    rows = []
+    for name, runs in by.items():
+        sw = np.array([runs[s]["sw"] for s in sorted(runs)])
+        beat = [runs[s]["sw"] < prior[s]["sw"] for s in sorted(runs) if s in prior]
+        n = sum(r["num_samples"] for r in runs.values())
+        rows.append({"sampler": name, "seeds": len(runs), "sw_median": float(np.median(sw)),
+                     "sw_mean": float(sw.mean()), "sw_sd": float(sw.std(ddof=1)) if len(sw) > 1 else 0.0,
+                     "ratio_to_floor": float(np.median(sw)) / floor if floor > 0 else float("nan"),
+                     "beats_prior": f"{sum(beat)}/{len(beat)}" if name != "prior" else "—",
+                     "nfe_forward_per_sample": sum(r["nfe_forward"] for r in runs.values()) / n,
+                     "nfe_backward_per_sample": sum(r["nfe_backward"] for r in runs.values()) / n,
+                     "seconds_per_1000": 1000 * sum(r["seconds"] for r in runs.values()) / n})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", default="10,20,40,100")
+    parser.add_argument("--dys", default="1,2,4")
+    parser.add_argument("--seeds", default="0-19")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--samplers", default="", help="comma-separated (default: every registered sampler)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/gmm_family")
+    parser.add_argument("--merge", default="", help="comma-separated gmm_family.json files (later records "
+                        "replace earlier ones of the same cell, sampler and seed); runs nothing")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge.split(",")]
+        unique = {(r["dx"], r["dy"], r["sampler"], r["seed"]): r for p in parts for r in p["records"]}
+        info = dict(parts[0]["machine"])
+        info["total_seconds"] = sum(p["machine"]["total_seconds"] for p in parts)
+        info["command"] = " && ".join([p["machine"]["command"] for p in parts]
+                                      + ["python benchmarks/gmm_family.py " + " ".join(sys.argv[1:])])
+        return write(out, list(unique.values()), info)
+    samplers = tuple(s for s in args.samplers.split(",") if s)
+    seeds = parse_seeds(args.seeds)
+    records = []
+    for dx in (int(d) for d in args.dims.split(",")):
+        for dy in (int(d) for d in args.dys.split(",")):
+            config = CompareConfig(dx=dx, dy=dy, seeds=seeds, samplers=samplers, num_samples=args.num_samples,
+                                   dtype="float32")
+            def say(message: str, dx: int = dx, dy: int = dy) -> None:
+                print(f"dx={dx} dy={dy} {message}", file=sys.stderr, flush=True)
+
+            report = run_compare(config, progress=say)
+            records += report.records + [prior_record(dx, dy, s, args.num_samples) for s in seeds]
+    info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,
+            "command": "python benchmarks/gmm_family.py " + " ".join(sys.argv[1:])}
+    write(out, records, info)
+
+
+def write(out: Path, records: list[dict], info: dict) -> None:
+    cells = sorted({(r["dx"], r["dy"]) for r in records})
+    summary = {f"{dx},{dy}": cell_rows([r for r in records if (r["dx"], r["dy"]) == (dx, dy)])
+               for dx, dy in cells}
+    (out / "gmm_family.json").write_text(json.dumps({"machine": info, "summary": summary, "records": records},
+                                                    indent=1) + "\n")
+    with open(out / "gmm_family.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    lines = ["# GMM benchmark over the family d_x × d_y", "",
+             "25-component Gaussian mixture (`diffinv/benchmarks/gmm.py`), every sampler with its GMM "
+             "preset; SW over 100 random directions against as many exact posterior samples, float32. "
+             "`exact` is the noise floor, `prior` what ignoring y scores; ratio = median SW / the floor's "
+             "median SW; 'beats prior' counts the seeds on which a sampler's SW is below the prior's.",
+             f"Regenerate with `{info['command'].strip()}` (diffinv {info['version']}, "
+             f"torch {info['torch']}, {info['cores']} cores, {info['total_seconds'] / 60:.1f} min in all).",
+             ""]
+    for (dx, dy), rows in zip(cells, summary.values(), strict=True):
+        lines += [f"## d_x = {dx}, d_y = {dy}", "",
+                  "| sampler | seeds | SW median | SW mean ± sd | ratio to floor | beats prior | "
+                  "NFE fwd / bwd per sample | s / 1000 samples |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['sampler']} | {r['seeds']} | {r['sw_median']:.2f} | {r['sw_mean']:.2f} ± "
+                         f"{r['sw_sd']:.2f} | {r['ratio_to_floor']:.2f} | {r['beats_prior']} | "
+                         f"{r['nfe_forward_per_sample']:.0f} / {r['nfe_backward_per_sample']:.0f} | "
+                         f"{r['seconds_per_1000']:.2f} |")
+        lines.append("")
+    (out / "gmm_family.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
