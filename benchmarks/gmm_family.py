@@ -61,6 +61,7 @@ def cell_rows(records: list[dict]) -> list[dict]:
                      "sw_mean": float(sw.mean()), "sw_sd": float(sw.std(ddof=1)) if len(sw) > 1 else 0.0,
                      "ratio_to_floor": float(np.median(sw)) / floor if floor > 0 else float("nan"),
                      "beats_prior": f"{sum(beat)}/{len(beat)}" if name != "prior" else "—",
+                     "warned": sum(bool(runs[s].get("warnings")) for s in runs),
                      "nfe_forward_per_sample": sum(r["nfe_forward"] for r in runs.values()) / n,
                      "nfe_backward_per_sample": sum(r["nfe_backward"] for r in runs.values()) / n,
                      "seconds_per_1000": 1000 * sum(r["seconds"] for r in runs.values()) / n})
@@ -131,11 +132,12 @@ def write(out: Path, records: list[dict], info: dict) -> None:
              ""]
     for (dx, dy), rows in zip(cells, summary.values(), strict=True):
         lines += [f"## d_x = {dx}, d_y = {dy}", "",
-                  "| sampler | seeds | SW median | SW mean ± sd | ratio to floor | beats prior | "
-                  "NFE fwd / bwd per sample | s / 1000 samples |", "|---|---|---|---|---|---|---|---|"]
+                  "| sampler | seeds | SW median | SW mean ± sd | ratio to floor | beats prior | warned | "
+                  "NFE fwd / bwd per sample | s / 1000 samples |", "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['sampler']} | {r['seeds']} | {r['sw_median']:.2f} | {r['sw_mean']:.2f} ± "
                          f"{r['sw_sd']:.2f} | {r['ratio_to_floor']:.2f} | {r['beats_prior']} | "
+                         f"{r['warned']} | "
                          f"{r['nfe_forward_per_sample']:.0f} / {r['nfe_backward_per_sample']:.0f} | "
                          f"{r['seconds_per_1000']:.2f} |")
         lines.append("")

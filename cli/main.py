@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import one_line_errors, parse_overrides, progress_bar, split_names, stdout
+from cli.common import one_line_errors, parse_overrides, progress_bar, split_names, stderr, stdout
 from diffinv import __version__
 
 app = typer.Typer(name="diffinv", no_args_is_help=True, add_completion=False,
@@ -118,6 +118,14 @@ def compare(
                       f"{row['seconds_per_1000']:.2f}",
                       "-" if row["overhead"] != row["overhead"] else f"{row['overhead']:.2f}")
     stdout.print(table, soft_wrap=False)  # a table is laid out to the width (title centred)
+    warned: dict[str, list[str]] = {}
+    for record in report.records:
+        if record.get("warnings"):
+            warned.setdefault(record["sampler"], []).append(record["warnings"][0])
+    for name, messages in warned.items():
+        runs = sum(r["sampler"] == name for r in report.records)
+        stderr.print(f"warning: on {len(messages)} of {runs} seed(s): {messages[0]}", highlight=False,
+                     markup=False, soft_wrap=True)
 
 
 from cli.batch import batch  # noqa: E402

@@ -99,3 +99,5 @@ def solve(
     stdout.print(f"wrote {report.out}: {m['num_samples']} samples, {quality}residual {m['residual']:.2f}, "
                  f"NFE {m['nfe_forward']}/{m['nfe_backward']}, {m['seconds']:.1f} s", highlight=False,
                  soft_wrap=True)
+    for warning in m.get("warnings", []):
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True, markup=True)

@@ -193,6 +193,7 @@ def _record(name: str, image: str, seed: int, m: dict[str, Any], part: Partition
     return {"name": name, "status": "ok", "image": image, "seed": seed, "seconds": m.get("seconds"),
             "nfe_forward": m.get("nfe_forward"), "nfe_backward": m.get("nfe_backward"),
             "metrics": {k: m.get(k) for k in RECORD_METRICS if k in m},
+            "warnings": m.get("warnings", []),
             "items_per_call": m.get("items_per_call"), "rank": part.rank, "part": part.index,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

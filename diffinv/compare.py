@@ -176,7 +176,8 @@ def run_compare(config: CompareConfig,
                       "sigma_y": gmm.problem.sigma_y, **metrics,
                       "nfe_forward": result.nfe_forward, "nfe_backward": result.nfe_backward,
                       "seconds": result.seconds, "prior_seconds": result.prior_seconds,
-                      "overhead": result.overhead, "num_samples": config.num_samples}
+                      "overhead": result.overhead, "num_samples": config.num_samples,
+                      "warnings": result.diagnostics.get("warnings", [])}
             records.append(record)
             if seed == config.seeds[0]:
                 first[name] = result.samples.reshape(config.num_samples, -1).numpy()

@@ -330,6 +330,7 @@ def summarise(samples: Tensor, y01: Tensor, op: LinearOperator, sigma_y: float, 
         "nfe_forward": result.nfe_forward, "nfe_backward": result.nfe_backward,
         "seconds": result.seconds, "prior_seconds": result.prior_seconds, "overhead": result.overhead,
         "num_samples": int(samples.shape[0]), "sigma_y": sigma_y,
+        "warnings": list(result.diagnostics.get("warnings", [])),
         "metric_notes": "PSNR peak 1 on [0, 1]; SSIM Gaussian window 11x11, sigma 1.5, C1=0.01^2, C2=0.03^2; "
                         "residual = ||y - A mean|| / (sigma_y sqrt(m)) on the [0, 1] scale",
     }

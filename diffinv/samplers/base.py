@@ -100,7 +100,9 @@ class SampleResult:
     samples : (num_samples, *shape) on the CPU; (B, num_samples, *shape) for a batched problem.
     nfe_forward, nfe_backward : prior evaluations summed over batch items (one per sample or particle).
     seconds : wall time of the run; prior_seconds : the part spent inside prior evaluations.
-    diagnostics : sampler-specific data (SMC: ``ess`` (steps,), ``resampled`` (steps,), ``log_z``).
+    diagnostics : sampler-specific data (SMC: ``ess`` (steps,), ``resampled`` (steps,), ``log_z``) and
+        ``warnings``: one-line messages where the run shows it failed (samples that do not fit y, a
+        collapsed SMC filter, a Langevin phase dominated by its taming), empty otherwise.
     """
 
     samples: Tensor
@@ -113,13 +115,16 @@ class SampleResult:
     def per_item(self, num_items: int) -> list[SampleResult]:
         """One result per observation of a run over ``num_items`` observations: its samples (the
         leading index of a batched result) and an equal share of the evaluations and seconds (every
-        item has the same number of rows); diagnostics are the run's."""
+        item has the same number of rows); diagnostics are the run's, with the item's own warnings."""
         if num_items == 1:
             return [self]
+        run, items = self.diagnostics.get("run_warnings", []), self.diagnostics.get("item_warnings")
         return [SampleResult(samples=s, nfe_forward=self.nfe_forward // num_items,
                              nfe_backward=self.nfe_backward // num_items, seconds=self.seconds / num_items,
-                             prior_seconds=self.prior_seconds / num_items, diagnostics=self.diagnostics)
-                for s in self.samples]
+                             prior_seconds=self.prior_seconds / num_items,
+                             diagnostics={**self.diagnostics,
+                                          "warnings": run + (items[i] if items else [])})
+                for i, s in enumerate(self.samples)]
 
     @property
     def overhead(self) -> float:
@@ -174,10 +179,16 @@ class Sampler(ABC):
                                          torch.device(device), dtype)
         seconds = time.perf_counter() - start
         samples = samples.detach()
-        if problem.batched:
-            samples = samples.reshape(problem.num_items, num_samples, *samples.shape[1:])
         if not bool(torch.isfinite(samples).all()):
             raise SamplingError(f"{self.name}: non-finite values appeared during sampling")
+        diagnostics = dict(diagnostics)
+        run_warnings = list(diagnostics.get("warnings", []))  # the sampler's own, for the whole run
+        items = data_fit_warnings(self.name, problem, samples, num_samples)  # one list per observation
+        diagnostics["run_warnings"], diagnostics["item_warnings"] = run_warnings, items
+        diagnostics["warnings"] = run_warnings + [
+            (f"item {i}: {w}" if problem.batched else w) for i, ws in enumerate(items) for w in ws]
+        if problem.batched:
+            samples = samples.reshape(problem.num_items, num_samples, *samples.shape[1:])
         return SampleResult(samples=samples.cpu(), nfe_forward=counting.stats.forward,
                             nfe_backward=counting.stats.backward, seconds=seconds,
                             prior_seconds=counting.stats.seconds, diagnostics=diagnostics)
@@ -187,6 +198,26 @@ class Sampler(ABC):
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         """Return samples (B·num_samples, *shape), item by item, and a diagnostics dict."""
+
+
+RESIDUAL_WARNING = 3.0  # a posterior sample fits y to about 1–1.5 noise standard deviations per coordinate
+
+
+def data_fit_warnings(name: str, problem: InverseProblem, samples: Tensor, per_item: int) -> list[list[str]]:
+    """Per observation, a warning when its samples do not fit its data: the mean over its samples of
+    ‖y − A x‖ / (σ_y √m) above ``RESIDUAL_WARNING`` (about 1 for exact posterior samples; none for
+    σ_y = 0). samples: (B·k, *shape), item by item."""
+    if problem.sigma_y <= 0:
+        return [[] for _ in range(problem.num_items)]
+    op = problem.operator.original  # float64, where it was built (the samples are copied there anyway)
+    with torch.no_grad():
+        x = samples.to(dtype=torch.float64, device=op.device)
+        y = problem.rows(per_item, x.device, torch.float64)
+        resid = (y - op.A(x)).reshape(x.shape[0], -1).norm(dim=1) / (problem.sigma_y * op.out_dim**0.5)
+        ratios = resid.reshape(problem.num_items, per_item).mean(1).tolist()
+    return [[f"{name}: the samples do not fit the observation (residual ‖y − A x‖/(σ_y √m) = {r:.1f}, "
+             "about 1 for posterior samples); more steps or other settings may help"]
+            if r > RESIDUAL_WARNING else [] for r in ratios]
 
 
 def check_options(config: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),

@@ -73,6 +73,9 @@ def block_grid(k_low: int, k_high: int, num_steps: int) -> list[int]:
     return list(dict.fromkeys(int(t) for t in grid))
 
 
+TAMED_WARNING = 0.5  # share of ULA steps with γ‖G‖ > 1 above which the run says so
+
+
 class DCPSSampler(Sampler):
     """DCPS: blocks of tamed Langevin + per-step variational Gaussian kernels towards partial posteriors."""
 
@@ -91,7 +94,7 @@ class DCPSSampler(Sampler):
         var_y, rows = problem.sigma_y**2, problem.num_items * num_samples
         bounds = block_boundaries(sched.num_timesteps, cfg.num_blocks)
         x = randn((rows, *prior.shape), generator, like=y.new_empty(()))
-        ula_grad_norms = []
+        ula_grad_norms, capped = [], []
 
         def bridge_mean(z: Tensor, t: int, k_low: int, sample: bool) -> Tensor:
             """Mean (or a sample, if ``sample``) of the η = 1 bridge from t to k_low at z."""
@@ -118,7 +121,9 @@ class DCPSSampler(Sampler):
             for _ in range(cfg.langevin_steps):
                 guided = guided_denoise(prior, x, k_high, log_g_of_mean)
                 drift = guided.grad + eps_to_score(guided.eps, sched.alpha_bar_at(k_high))
-                ula_grad_norms.append(drift.reshape(rows, -1).norm(dim=1).mean())  # on the device
+                g_norm = drift.reshape(rows, -1).norm(dim=1)
+                ula_grad_norms.append(g_norm.mean())  # on the device until the end
+                capped.append((cfg.gamma * g_norm > 1).to(dtype).mean())  # the taming dominates
                 x = tamed_ula_step(x.detach(), drift, cfg.gamma, generator)
             # b. variational kernels along the block grid (the last block goes down to t' = 0)
             grid = block_grid(max(k_low, 0), k_high, cfg.num_steps // cfg.num_blocks)
@@ -136,4 +141,11 @@ class DCPSSampler(Sampler):
             x = prior.denoise(x, 0).x0
         resid = (y - op.A(x)).reshape(rows, -1).norm(dim=1) / (problem.sigma_y * math.sqrt(op.out_dim))
         norms = torch.stack(ula_grad_norms).tolist() if ula_grad_norms else []
-        return x.detach(), {"ula_grad_norm": norms, "final_residual": float(resid.mean())}
+        capped_share = float(torch.stack(capped).mean()) if capped else 0.0
+        warnings = []
+        if capped_share > TAMED_WARNING:
+            warnings.append(f"dcps: the Langevin drift was capped by its taming (γ‖G‖ > 1) in "
+                            f"{100 * capped_share:.0f}% of the steps, so the Langevin phase does not sample "
+                            "its target; a smaller gamma with more langevin_steps may help")
+        return x.detach(), {"ula_grad_norm": norms, "ula_capped_share": capped_share,
+                            "final_residual": float(resid.mean()), "warnings": warnings}

@@ -245,6 +245,9 @@ class ParticleSystem:
         return draw(self.particles, self.log_weights, k, generator)
 
 
+COLLAPSE_ESS = 2.0  # effective particles below which a filter's weights count as collapsed
+
+
 def per_item_draws(system: ParticleSystem, num_items: int, num_samples: int, per_filter: int,
                    generator: torch.Generator | None) -> Tensor:
     """``num_samples`` draws for each of B items whose filters are laid out item by item
@@ -256,6 +259,15 @@ def per_item_draws(system: ParticleSystem, num_items: int, num_samples: int, per
 
 def smc_diagnostics(system: ParticleSystem, num_filters: int) -> dict[str, Any]:
     """JSON-able diagnostics of F filters (converted once, after the run)."""
+    n = system.log_weights.shape[-1]
+    min_ess = system.ess.min(1).values if system.ess.shape[1] else torch.full_like(system.log_z, n)  # (F,)
+    collapsed = float((min_ess < COLLAPSE_ESS).double().mean())
+    warnings = []
+    if collapsed > 0.5:
+        warnings.append(f"smc: the weights collapsed (ESS < {COLLAPSE_ESS:g} of N = {n} at some step) in "
+                        f"{100 * collapsed:.0f}% of the filters; more particles or another resampling "
+                        "policy may help")
     return {"ess": system.ess.mean(0).tolist(), "resampled": system.resampled.float().mean(0).tolist(),
             "log_z": system.log_z.tolist(), "final_ess": system.extra["final_ess"].tolist(),
-            "num_filters": num_filters, **{k: v for k, v in system.extra.items() if k != "final_ess"}}
+            "num_filters": num_filters, "collapsed_share": collapsed, "warnings": warnings,
+            **{k: v for k, v in system.extra.items() if k != "final_ess"}}

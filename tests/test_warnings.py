@@ -1,0 +1,53 @@
+"""A run that fails says so: samples that do not fit y, a collapsed SMC filter, a tamed-away Langevin phase."""
+
+from __future__ import annotations
+
+import torch
+
+from diffinv.benchmarks.gmm import make_problem
+from diffinv.rng import GeneratorBatch, make_generator
+from diffinv.samplers import InverseProblem, sampler_class
+
+
+def problem():
+    return make_problem(4, 2, seed=1)
+
+
+def test_exact_samples_raise_no_warning_and_prior_samples_do():
+    gmm = problem()
+    exact = sampler_class("exact")().sample(gmm.prior, gmm.problem, 200, make_generator(0))
+    assert exact.diagnostics["warnings"] == []
+    ignoring_y = sampler_class("dps")(zeta=0.0, num_steps=50).sample(gmm.prior, gmm.problem, 200,
+                                                                     make_generator(0))
+    (message,) = ignoring_y.diagnostics["warnings"]
+    assert message.startswith("dps: the samples do not fit the observation")
+
+
+def test_collapsed_filters_are_reported():
+    gmm = problem()
+    res = sampler_class("mcgdiff")(num_particles=2, num_steps=20).sample(gmm.prior, gmm.problem, 16,
+                                                                         make_generator(0))
+    assert res.diagnostics["collapsed_share"] > 0.5
+    assert any(w.startswith("smc: the weights collapsed") for w in res.diagnostics["warnings"])
+
+
+def test_a_langevin_phase_dominated_by_its_taming_is_reported():
+    gmm = problem()
+    res = sampler_class("dcps")(gamma=10.0, langevin_steps=5, num_steps=30).sample(
+        gmm.prior, gmm.problem, 8, make_generator(0))
+    assert res.diagnostics["ula_capped_share"] > 0.5
+    assert any(w.startswith("dcps: the Langevin drift was capped") for w in res.diagnostics["warnings"])
+
+
+def test_batched_runs_warn_per_item():
+    gmm = problem()
+    ys = torch.stack([gmm.problem.y, gmm.problem.y + 1.0])
+    batch = InverseProblem.batch(gmm.problem.operator, ys, gmm.problem.noise)
+    good = sampler_class("exact")().sample(gmm.prior, batch, 50, GeneratorBatch.of_seeds([0, 1]))
+    assert good.diagnostics["item_warnings"] == [[], []] and good.diagnostics["warnings"] == []
+    bad = sampler_class("dps")(zeta=0.0, num_steps=20).sample(gmm.prior, batch, 50,
+                                                              GeneratorBatch.of_seeds([0, 1]))
+    assert [w[:7] for w in bad.diagnostics["warnings"]] == ["item 0:", "item 1:"]
+    for item in bad.per_item(2):
+        (message,) = item.diagnostics["warnings"]
+        assert message.startswith("dps: the samples do not fit")
