@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import one_line_errors, stderr, stdout
@@ -100,4 +101,4 @@ def solve(
                  f"NFE {m['nfe_forward']}/{m['nfe_backward']}, {m['seconds']:.1f} s", highlight=False,
                  soft_wrap=True)
     for warning in m.get("warnings", []):
-        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True, markup=True)
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

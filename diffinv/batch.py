@@ -294,9 +294,14 @@ def run_batch(config: BatchConfig, prior: DiffusionPrior | None = None, progress
     report = BatchReport(folder.path, names, [i.name for i in mine], partition=part)
     with Group.start(part, session.device.type) as group:
         settings = run_config(config, session)
+        refused: ValueError | None = None
         if part.rank == 0:
-            folder.prepare(settings)
-        group.barrier()
+            try:
+                folder.prepare(settings)
+            except ValueError as err:
+                refused = err
+        if group.sum(int(refused is not None)):  # every rank waits for rank 0's verdict on OUT
+            raise refused or ValueError(f"out: rank 0 refused {config.out!r} (see its error)")
         if part.rank != 0:
             folder.prepare(settings)
         advance = progress or (lambda _name: None)

@@ -82,6 +82,10 @@ def test_torchrun_two_ranks_write_every_item_exactly_once(root, reference):
     assert {r["rank"] for r in records} == {0, 1}
     for name in NAMES:  # the number of workers does not change an item's samples
         np.testing.assert_array_equal(samples(out, name), samples(reference, name))
+    other = [a if a != "ddrm" else "pgdm" for a in cmd]  # another configuration: every rank stops
+    res = subprocess.run(other, cwd=root, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "another configuration" in res.stderr
+    assert len(manifest(out)) == len(NAMES)
 
 
 def test_shards_split_the_items_and_the_last_one_writes_the_summary(root, reference):

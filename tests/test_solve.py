@@ -137,3 +137,9 @@ def test_sampler_options_are_checked_before_the_prior_is_loaded(root):
                               "--set", "samplers.mcgdiff.kappa=2", "--checkpoint", str(root / "none"),
                               *FAST, "--out", str(root / "k")])
     one_error(res, "mcgdiff.kappa")
+
+
+def test_error_messages_are_shown_verbatim(root):
+    """Square brackets in a message (a file name, a gloo error) are text, not rich markup."""
+    line = one_error(run(root, root / "a[b]c[/x].png", "--out", root / "v"), "file")
+    assert "a[b]c[/x].png" in line

@@ -1,4 +1,4 @@
-"""A run that fails says so: samples that do not fit y, a collapsed SMC filter, a tamed-away Langevin phase."""
+"""A run that fails says so: samples that do not fit y, a collapsed SMC filter, a tamed Langevin phase."""
 
 from __future__ import annotations
 
