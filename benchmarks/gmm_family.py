@@ -126,7 +126,10 @@ def write(out: Path, records: list[dict], info: dict) -> None:
              "25-component Gaussian mixture (`diffinv/benchmarks/gmm.py`), every sampler with its GMM "
              "preset; SW over 100 random directions against as many exact posterior samples, float32. "
              "`exact` is the noise floor, `prior` what ignoring y scores; ratio = median SW / the floor's "
-             "median SW; 'beats prior' counts the seeds on which a sampler's SW is below the prior's.",
+             "median SW; 'beats prior' counts the seeds on which a sampler's SW is below the prior's, "
+             "'warned' those on which the run's own diagnostics said it failed "
+             "(`SampleResult.diagnostics['warnings']`: samples that do not fit y, collapsed SMC weights, "
+             "a tamed-away DCPS Langevin phase).",
              f"Regenerate with `{info['command'].strip()}` (diffinv {info['version']}, "
              f"torch {info['torch']}, {info['cores']} cores, {info['total_seconds'] / 60:.1f} min in all).",
              ""]
