@@ -51,8 +51,6 @@ from diffinv.operators.base import LinearOperator
 from diffinv.outputs import OutputFolder
 from diffinv.priors.base import DiffusionPrior
 
-SolveJob = Job  # the name of diffinv ≤ 0.1
-
 
 @dataclass
 class SolveReport:

@@ -183,7 +183,11 @@ class Sampler(ABC):
             raise SamplingError(f"{self.name}: non-finite values appeared during sampling")
         diagnostics = dict(diagnostics)
         run_warnings = list(diagnostics.get("warnings", []))  # the sampler's own, for the whole run
-        items = data_fit_warnings(self.name, problem, samples, num_samples)  # one list per observation
+        ratios = data_residuals(problem, samples, num_samples)  # one per observation (None: σ_y = 0)
+        items = [[f"{self.name}: the samples do not fit the observation (residual ‖y − A x‖/(σ_y √m) = "
+                  f"{r:.1f}, about 1 for posterior samples); more steps or other settings may help"]
+                 if r is not None and r > RESIDUAL_WARNING else [] for r in ratios]
+        diagnostics["data_residual"] = ratios if problem.batched else ratios[0]
         diagnostics["run_warnings"], diagnostics["item_warnings"] = run_warnings, items
         diagnostics["warnings"] = run_warnings + [
             (f"item {i}: {w}" if problem.batched else w) for i, ws in enumerate(items) for w in ws]
@@ -203,21 +207,17 @@ class Sampler(ABC):
 RESIDUAL_WARNING = 3.0  # a posterior sample fits y to about 1–1.5 noise standard deviations per coordinate
 
 
-def data_fit_warnings(name: str, problem: InverseProblem, samples: Tensor, per_item: int) -> list[list[str]]:
-    """Per observation, a warning when its samples do not fit its data: the mean over its samples of
-    ‖y − A x‖ / (σ_y √m) above ``RESIDUAL_WARNING`` (about 1 for exact posterior samples; none for
-    σ_y = 0). samples: (B·k, *shape), item by item."""
+def data_residuals(problem: InverseProblem, samples: Tensor, per_item: int) -> list[float | None]:
+    """Per observation, the mean over its samples (B·k, *shape), item by item, of ‖y − A x‖ / (σ_y √m):
+    about 1 for exact posterior samples (None for σ_y = 0). Above ``RESIDUAL_WARNING`` the run warns."""
     if problem.sigma_y <= 0:
-        return [[] for _ in range(problem.num_items)]
+        return [None] * problem.num_items
     op = problem.operator.original  # float64, where it was built (the samples are copied there anyway)
     with torch.no_grad():
         x = samples.to(dtype=torch.float64, device=op.device)
         y = problem.rows(per_item, x.device, torch.float64)
         resid = (y - op.A(x)).reshape(x.shape[0], -1).norm(dim=1) / (problem.sigma_y * op.out_dim**0.5)
-        ratios = resid.reshape(problem.num_items, per_item).mean(1).tolist()
-    return [[f"{name}: the samples do not fit the observation (residual ‖y − A x‖/(σ_y √m) = {r:.1f}, "
-             "about 1 for posterior samples); more steps or other settings may help"]
-            if r > RESIDUAL_WARNING else [] for r in ratios]
+        return resid.reshape(problem.num_items, per_item).mean(1).tolist()
 
 
 def check_options(config: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
