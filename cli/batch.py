@@ -14,6 +14,10 @@ from cli.options import (
     CheckpointingOpt,
     CheckpointOpt,
     DeviceOpt,
+    FitMethodOpt,
+    FitOpt,
+    FitSamplesOpt,
+    FitStepsOpt,
     Fp16Opt,
     KernelOpt,
     MaskOpt,
@@ -68,6 +72,10 @@ def batch(
     overwrite: Annotated[bool, typer.Option(help="Replace a diffinv run of another configuration in OUT.")]
     = False,
     set_: SetOpt = None,
+    fit: FitOpt = None,
+    fit_method: FitMethodOpt = "single",
+    fit_steps: FitStepsOpt = 40,
+    fit_samples: FitSamplesOpt = 8,
     threads: ThreadsOpt = 0,
     value_range: ValueRangeOpt = None,
     quiet: QuietOpt = False,
@@ -80,6 +88,7 @@ def batch(
     from diffinv.outputs import absolute
 
     job = job_config("", str(out), mask=mask, kernel=kernel, value_range=value_range, set_=set_,
+                     fit=fit, fit_method=fit_method, fit_steps=fit_steps, fit_samples=fit_samples,
                      problem=problem, sampler=sampler, num_samples=num_samples, seed=seed, steps=steps,
                      device=device, checkpoint=checkpoint, simulate=simulate, resize=resize,
                      max_batch=max_batch, threads=threads, arch=arch, fp16=fp16, checkpointing=checkpointing)

@@ -35,6 +35,14 @@ ThreadsOpt = Annotated[int, typer.Option(help="torch threads (0 = torch's defaul
 ValueRangeOpt = Annotated[str | None, typer.Option(help="LO,HI: the scale of a .npy image (default 0,1), "
                                                    "e.g. 0,255.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+FitOpt = Annotated[list[str] | None, typer.Option(
+    "--fit", help="Estimate a parameter by maximum evidence while sampling: noise.sigma_y, operator.FIELD "
+                  "(e.g. operator.sigma of blur_gauss); NAME=START sets its start (bounds: the preset's fit "
+                  "section). Repeatable.")]
+FitMethodOpt = Annotated[str, typer.Option(help="single (one loop: trajectories queued while θ moves; dps, "
+                                           "pgdm) or nested (a full run per θ update; any sampler).")]
+FitStepsOpt = Annotated[int, typer.Option(help="θ updates of --fit (θ̂ averages the last half).")]
+FitSamplesOpt = Annotated[int, typer.Option(help="Posterior samples per θ update of --fit.")]
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -63,10 +71,10 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def job_config(image: str, out: str, *, mask: Path | None, kernel: Path | None, value_range: str | None,
-               set_: list[str] | None, **options: Any):
+               set_: list[str] | None, fit: list[str] | None = None, **options: Any):
     """The :class:`~diffinv.job.SolveConfig` of the shared options (paths as strings, parsed values)."""
     from diffinv.job import SolveConfig
 
     return SolveConfig(image=image, out=out, mask=str(mask) if mask else None,
                        kernel=str(kernel) if kernel else None, value_range=parse_range(value_range),
-                       overrides=parse_set(set_), **options)
+                       overrides=parse_set(set_), fit=tuple(fit or ()), **options)

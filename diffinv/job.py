@@ -74,6 +74,10 @@ class SolveConfig:
     fp16: bool = False  # half-precision network (ADM / diffusers)
     checkpointing: bool = False  # activation checkpointing in backward passes (ADM / diffusers)
     overrides: dict[str, Any] = field(default_factory=dict)
+    fit: tuple[str, ...] = ()  # parameters to estimate by maximum evidence (NAME or NAME=START)
+    fit_method: str = "single"  # single (one loop, a queue of trajectories) or nested
+    fit_steps: int = 40  # θ updates
+    fit_samples: int = 8  # samples per θ update
 
 
 def resolve_device(device: str) -> torch.device:
@@ -99,6 +103,24 @@ def check_config(config: SolveConfig) -> None:
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {config.seed!r}")
     sampler_class(config.sampler)
+    if config.fit:
+        from diffinv.fitting import FitConfig
+        from diffinv.fitting.images import parse_fit
+
+        parse_fit(config.fit)
+        fit_config(config)
+        if config.fit_method == "single" and config.sampler not in FitConfig.STEPWISE:
+            raise ValueError(f"fit-method: the single loop needs a stepwise sampler "
+                             f"({', '.join(FitConfig.STEPWISE)}); use --fit-method nested with "
+                             f"{config.sampler}")
+
+
+def fit_config(config: SolveConfig):
+    """The :class:`~diffinv.fitting.FitConfig` of a solve's ``fit_*`` options."""
+    from diffinv.fitting import FitConfig
+
+    return FitConfig(method=config.fit_method, steps=config.fit_steps,  # type: ignore[arg-type]
+                     samples_per_step=config.fit_samples)
 
 
 def resolve_problem(config: SolveConfig) -> Problem:
@@ -277,6 +299,8 @@ class Session:
         """Sample every job (all sharing one operator) in the same network calls; one result per job."""
         if not jobs:
             return []
+        if self.config.fit:
+            return [self.fit(job, progress) for job in jobs]
         inverse, batched = self.inverse(jobs), len(jobs) > 1
         self.sampler.check(self.prior, inverse)
         generator = (GeneratorBatch.of_seeds([j.seed for j in jobs], self.device) if batched
@@ -295,6 +319,33 @@ class Session:
         if progress is not None:
             progress(1.0)
         return out
+
+    def fit(self, job: Job, progress: Progress | None = None) -> JobResult:
+        """Estimate the ``fit`` parameters of one job by maximum evidence, then sample at θ̂
+        (:mod:`diffinv.fitting`); metrics.json gets θ̂, its standard errors and the trace."""
+        from diffinv.fitting import fit_parameters
+        from diffinv.fitting.images import free_parameters, image_problem, parse_fit
+
+        cfg = self.config
+        params = free_parameters(self.problem, parse_fit(cfg.fit))
+        parametric = image_problem(self.problem, self.shape, job.y01, self.units, params, cfg.mask,
+                                   cfg.kernel)
+        self.sampler.check(self.prior, parametric.at(parametric.start()))
+        fitted = fit_parameters(self.prior, parametric, self.sampler, fit_config(cfg), cfg.num_samples,
+                                seed=job.seed, device=self.device, progress=progress)
+        samples = self.units.to_pixels(fitted.samples.double()).clamp(0, 1)
+        sigma_y = fitted.values.get("noise.sigma_y", self.problem.sigma_y)
+        op = fitted.problem.operator
+        final = SampleResult(samples=fitted.samples, nfe_forward=fitted.nfe_forward,
+                             nfe_backward=fitted.nfe_backward, seconds=fitted.seconds,
+                             prior_seconds=0.0, diagnostics={})
+        metrics = summarise(samples, job.y01, op, sigma_y, job.truth, final)
+        total = fitted.nfe_forward + fitted.nfe_backward
+        draw = max(1, total - fitted.fit_nfe_forward - fitted.fit_nfe_backward)  # the final run at θ̂
+        metrics["fit"] = {**fitted.record(), "cost_vs_solve": total / draw, "fixed": parametric.fixed}
+        metrics.update(self.record(job), items_per_call=1, call_seconds=fitted.seconds)
+        metrics["config"]["operator"] = op.describe()
+        return JobResult(dataclasses.replace(job, op=op), samples, metrics)
 
     def record(self, job: Job) -> dict[str, Any]:
         """The job's identity in metrics.json: seed, versions, names and the full resolved config."""

@@ -7,6 +7,11 @@ A preset (``problems/NAME.yaml``, or any YAML file of a user's) has exactly thes
     operator: {name: sr_bicubic, factor: 4}       # a registry name and its constructor parameters
     noise: {kind: gaussian, sigma_y: 0.025}       # σ_y on the [0, 1] pixel scale
     samplers: {dps: {zeta: 1.0}, mcgdiff: {num_particles: 64}, ...}
+    fit: {operator.sigma: {start: 1.5, lower: 0.3, upper: 4.0}, noise.sigma_y: {...}}   # optional
+
+``fit`` gives the start value and bounds of the parameters that ``--fit NAME`` may estimate
+(``noise.sigma_y`` and the fields the operator class lists in ``fittable``); a parameter without an
+entry starts at the preset's value, with the class's default bounds (:mod:`diffinv.fitting.images`).
 
 Units: diffinv takes σ_y on the **[0, 1] pixel scale**; the networks work on [−1, 1], where the
 same noise has standard deviation 2σ_y (the DPS paper's 0.05 on [−1, 1] is 0.025 here).
@@ -39,7 +44,8 @@ from diffinv.operators.registry import OPERATORS, operator_class
 from diffinv.samplers.registry import SAMPLERS
 
 PROBLEM_DIR = Path(__file__).resolve().parent.parent / "problems"
-TOP_KEYS = ("name", "description", "operator", "noise", "samplers")
+TOP_KEYS = ("name", "description", "operator", "noise", "samplers", "fit")
+FIT_KEYS = ("start", "lower", "upper")
 NOISE_KEYS = ("kind", "sigma_y")
 FILE_PARAMS = {"inpaint_mask": "mask", "blur_kernel": "kernel"}  # operators built from a user's file
 LENGTH_PARAMS = ("size",)
@@ -56,11 +62,15 @@ class Problem:
     sigma_y: float
     samplers: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    fit: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "operator": dict(self.operator),
-                "noise": {"kind": "gaussian", "sigma_y": self.sigma_y},
-                "samplers": copy.deepcopy(self.samplers), "source": self.source}
+        out = {"name": self.name, "description": self.description, "operator": dict(self.operator),
+               "noise": {"kind": "gaussian", "sigma_y": self.sigma_y},
+               "samplers": copy.deepcopy(self.samplers), "source": self.source}
+        if self.fit:
+            out["fit"] = copy.deepcopy(self.fit)
+        return out
 
     def sampler_options(self, sampler: str) -> dict[str, Any]:
         return dict(self.samplers.get(sampler, {}))
@@ -141,7 +151,31 @@ def validate(raw: Any, source: str = "", where: str | None = None) -> Problem:
                                   f"samplers.{sname}.")
     return Problem(name=str(raw.get("name", Path(source).stem if source else "problem")),
                    description=str(raw.get("description", "")), operator=dict(op), sigma_y=float(sigma),
-                   samplers={k: dict(v) for k, v in samplers.items()}, source=source)
+                   samplers={k: dict(v) for k, v in samplers.items()}, source=source,
+                   fit=_fit_section(where, raw.get("fit") or {}, op["name"]))
+
+
+def fittable_names(operator_name: str) -> list[str]:
+    """The parameters ``--fit`` may estimate for an operator: noise.sigma_y and its ``fittable`` fields."""
+    fields = getattr(operator_class(operator_name), "fittable", {})
+    return ["noise.sigma_y", *(f"operator.{k}" for k in fields)]
+
+
+def _fit_section(where: str, fit: Any, operator_name: str) -> dict[str, dict[str, float]]:
+    if not isinstance(fit, dict):
+        raise ValueError(f"{where}: 'fit' must be a mapping of parameter name to {{start, lower, upper}}")
+    allowed = fittable_names(operator_name)
+    _check_keys(where, fit, allowed, "fit.")
+    out = {}
+    for name, spec in fit.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: 'fit.{name}' must be a mapping with keys start, lower, upper")
+        _check_keys(where, spec, FIT_KEYS, f"fit.{name}.")
+        for key, value in spec.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{where}: fit.{name}.{key} must be a number > 0, got {value!r}")
+        out[name] = {k: float(v) for k, v in spec.items()}
+    return out
 
 
 def _coerce(where: str, types_: dict[str, Any], options: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -73,6 +73,8 @@ class LinearOperator(ABC):
     _keep_float64: tuple[str, ...] = ()  # attributes whose floating buffers stay float64 in to()
     _original: LinearOperator | None = None  # set on moved copies: the operator they come from
     _placement: tuple[torch.device, torch.dtype] | None = None  # set on moved copies
+    # constructor fields that ``--fit`` may estimate (positive scalars) → their default bounds
+    fittable: dict[str, tuple[float, float]] = {}
 
     def __getstate__(self) -> dict:
         """State without the memo (copy.copy, deepcopy and pickle start with an empty one)."""

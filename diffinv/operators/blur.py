@@ -202,6 +202,7 @@ class GaussianBlur(CircularBlur):
     """
 
     name = "blur_gauss"
+    fittable = {"sigma": (0.2, 8.0)}  # the kernel width in pixels (``--fit operator.sigma``)
 
     def __init__(self, shape: tuple[int, int, int], size: int = 61, sigma: float = 3.0) -> None:
         self.size, self.sigma = int(size), float(sigma)

@@ -20,7 +20,7 @@ Notation: ``zeta`` ζ', ``resid`` r = y − A x̂0, ``coeffs`` (c_x, c_0, σ) of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,20 +56,45 @@ class DPSSampler(Sampler):
     def _run(self, prior: CountingPrior, problem: InverseProblem, num_samples: int,
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
-        cfg = self.config
-        op, y = problem.operator.to(device, dtype), problem.rows(num_samples, device, dtype)
-        x = randn((problem.num_items * num_samples, *prior.shape), generator, like=y.new_empty(()))
+        ctx = self.prepare(prior, problem, num_samples, device, dtype)
+        x = self.start(prior, ctx, problem.num_items * num_samples, generator)
+        for k in range(len(self.step_pairs(prior))):
+            x = self.advance(prior, ctx, x, k, generator)
+        return x.detach(), {"residual_norm": torch.stack(ctx.residual_norms).tolist()}
+
+    # the run as steps (:mod:`diffinv.samplers.stepwise`): ``_run`` and the fitting loops share them
+    def step_pairs(self, prior: CountingPrior) -> list[tuple[int, int]]:
+        return grid_pairs(timestep_grid(prior.schedule.num_timesteps, self.config.num_steps))
+
+    def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
+                dtype: torch.dtype) -> StepContext:
+        return StepContext(problem.operator.to(device, dtype), problem.rows(per_item, device, dtype))
+
+    def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
+              generator: torch.Generator | None) -> Tensor:
+        return randn((rows, *prior.shape), generator, like=ctx.y.new_empty(()))
+
+    def advance(self, prior: CountingPrior, ctx: StepContext, x: Tensor, k: int,
+                generator: torch.Generator | None) -> Tensor:
+        """Step k of :meth:`step_pairs` (module docstring): x_t (rows, *shape) → x_s."""
+        cfg, (t, s) = self.config, self.step_pairs(prior)[k]
+        op, y = ctx.op, ctx.y
 
         def objective(x_t: Tensor, x0: Tensor) -> Tensor:
             return ((y - op.A(x0)) ** 2).reshape(x0.shape[0], -1).sum(-1)  # ‖r_i‖² per sample
 
-        residual_norms = []
-        for t, s in grid_pairs(timestep_grid(prior.schedule.num_timesteps, cfg.num_steps)):
-            coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s),
-                                         cfg.eta)
-            guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)  # grad row i = ∇_{x_i} ‖r_i‖²
-            norm = guided.value.sqrt()
-            step = per_sample(cfg.zeta / norm.clamp_min(torch.finfo(dtype).tiny), len(prior.shape))
-            x = ddim_sample(x.detach(), guided.x0, coeffs, generator) - step * guided.grad
-            residual_norms.append(norm.mean())  # stays on the device until the end
-        return x.detach(), {"residual_norm": torch.stack(residual_norms).tolist()}
+        coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s), cfg.eta)
+        guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)  # grad row i = ∇_{x_i} ‖r_i‖²
+        norm = guided.value.sqrt()
+        step = per_sample(cfg.zeta / norm.clamp_min(torch.finfo(x.dtype).tiny), len(prior.shape))
+        ctx.residual_norms.append(norm.mean())  # stays on the device until the end
+        return (ddim_sample(x.detach(), guided.x0, coeffs, generator) - step * guided.grad).detach()
+
+
+@dataclass
+class StepContext:
+    """What the steps of one run share: A on the device and y rows (rows or 1, *out_shape)."""
+
+    op: Any
+    y: Tensor
+    residual_norms: list = field(default_factory=list)

@@ -61,27 +61,53 @@ class PGDMSampler(Sampler):
     def _run(self, prior: CountingPrior, problem: InverseProblem, num_samples: int,
              generator: torch.Generator | None, device: torch.device,
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
-        cfg = self.config
-        op, sched = problem.operator.to(device, dtype), prior.schedule
-        y = problem.rows(num_samples, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
-        spectral = (SpectralView.of(problem.operator, problem.observations()).rows(num_samples).to(device)
-                    if op.has_svd else None)
-        fit = MeasurementFit(op, y, problem.sigma_y, cfg.cg_iterations, spectral)
-        grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
-        x = randn((problem.num_items * num_samples, *prior.shape), generator, like=y.new_empty(()))
-        if cfg.init == "pinv":
-            ab = sched.alpha_bar_at(grid[0])
-            x = math.sqrt(ab) * op.pinv(y) + math.sqrt(1 - ab) * x
-        for t, s in grid_pairs(grid):
-            ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
-            r2 = 1 - ab_t  # r_t²: v = r_t² Aᵀ (σ_y² I + r_t² A Aᵀ)⁻¹ r = Aᵀ (A Aᵀ + σ_y²/r_t² I)⁻¹ r
-
-            def objective(x_t: Tensor, x0: Tensor, r2: float = r2) -> Tensor:
-                v = r2 * fit(x0.detach(), r2)[1]
-                return (v * x0).reshape(x0.shape[0], -1).sum(-1)
-
-            guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)
-            coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
-            x = ddim_sample(x.detach(), guided.x0, coeffs, generator)
-            x = x + cfg.weight * math.sqrt(ab_s * ab_t) * guided.grad
+        ctx = self.prepare(prior, problem, num_samples, device, dtype)
+        x = self.start(prior, ctx, problem.num_items * num_samples, generator)
+        for k in range(len(self.step_pairs(prior))):
+            x = self.advance(prior, ctx, x, k, generator)
         return x.detach(), {}
+
+    # the run as steps (:mod:`diffinv.samplers.stepwise`): ``_run`` and the fitting loops share them
+    def step_pairs(self, prior: CountingPrior) -> list[tuple[int, int]]:
+        return grid_pairs(timestep_grid(prior.schedule.num_timesteps, self.config.num_steps))
+
+    def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
+                dtype: torch.dtype) -> StepContext:
+        op = problem.operator.to(device, dtype)
+        y = problem.rows(per_item, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
+        spectral = (SpectralView.of(problem.operator, problem.observations()).rows(per_item).to(device)
+                    if op.has_svd else None)
+        return StepContext(op, y, MeasurementFit(op, y, problem.sigma_y, self.config.cg_iterations, spectral))
+
+    def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
+              generator: torch.Generator | None) -> Tensor:
+        x = randn((rows, *prior.shape), generator, like=ctx.y.new_empty(()))
+        if self.config.init == "pinv":
+            ab = prior.schedule.alpha_bar_at(self.step_pairs(prior)[0][0])
+            x = math.sqrt(ab) * ctx.op.pinv(ctx.y) + math.sqrt(1 - ab) * x
+        return x
+
+    def advance(self, prior: CountingPrior, ctx: StepContext, x: Tensor, k: int,
+                generator: torch.Generator | None) -> Tensor:
+        """Step k of :meth:`step_pairs`: x_t (rows, *shape) → x_s."""
+        cfg, (t, s), sched = self.config, self.step_pairs(prior)[k], prior.schedule
+        ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
+        r2 = 1 - ab_t  # r_t²: v = r_t² Aᵀ (σ_y² I + r_t² A Aᵀ)⁻¹ r = Aᵀ (A Aᵀ + σ_y²/r_t² I)⁻¹ r
+
+        def objective(x_t: Tensor, x0: Tensor) -> Tensor:
+            v = r2 * ctx.fit(x0.detach(), r2)[1]
+            return (v * x0).reshape(x0.shape[0], -1).sum(-1)
+
+        guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)
+        coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
+        x = ddim_sample(x.detach(), guided.x0, coeffs, generator)
+        return (x + cfg.weight * math.sqrt(ab_s * ab_t) * guided.grad).detach()
+
+
+@dataclass
+class StepContext:
+    """What the steps of one run share: A on the device, y rows and the measurement fit."""
+
+    op: Any
+    y: Tensor
+    fit: MeasurementFit
