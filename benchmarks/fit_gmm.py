@@ -137,11 +137,12 @@ def write(out: Path, records: list[dict], args: argparse.Namespace) -> None:
         zb = f"{r['z_basin']:.1f}" if r["z_basin"] is not None else "—"
         others = ", ".join(f"{t:.3g} ({d:.1f})" for t, d in r["local_maxima"] if d < 0) or "—"
         lines.append(f"| {r['dx']} | {r['dy']} | {r['seed']} | {r['param']} | {r['argmax']:.4f} | {ev_se} | "
-                     f"{'yes' if r['identifiable'] else 'no'} | {others} | {r['start']:.3f} | {r['method']} | "
+                     f"{'yes' if r['identifiable'] else 'no'} | {others} | {r['start']:.3f} | "
+                     f"{r['method']} | "
                      f"{r['fit']:.4f} ± {r['se']:.4f} | {z} | {zb} | {r['nfe_fit']} | {r['seconds']:.1f} |")
     lines += ["", "## Agreement (|z| ≤ 2) by method, on the identifiable problems", "",
-              "Identifiable: the evidence SE of θ* is under 20 % of θ* and no other local maximum lies within "
-              "2 nats of θ* (elsewhere the data do not say what θ is, and any θ in the flat region is an "
+              "Identifiable: the evidence SE of θ* is under 20 % of θ* and no other local maximum lies "
+              "within 2 nats of θ* (elsewhere the data do not say what θ is, and any θ in the flat region is an "
               "answer).", "",
               "| method | runs | agree with θ* | agree with the basin's maximum | median |z| | "
               "median rel. error | median fit NFE | median s |", "|---|---|---|---|---|---|---|---|"]
