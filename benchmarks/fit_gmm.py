@@ -142,8 +142,8 @@ def write(out: Path, records: list[dict], args: argparse.Namespace) -> None:
                      f"{r['fit']:.4f} ± {r['se']:.4f} | {z} | {zb} | {r['nfe_fit']} | {r['seconds']:.1f} |")
     lines += ["", "## Agreement (|z| ≤ 2) by method, on the identifiable problems", "",
               "Identifiable: the evidence SE of θ* is under 20 % of θ* and no other local maximum lies "
-              "within 2 nats of θ* (elsewhere the data do not say what θ is, and any θ in the flat region is an "
-              "answer).", "",
+              "within 2 nats of θ* (elsewhere the data do not say what θ is, and any θ in the flat region "
+              "is an answer).", "",
               "| method | runs | agree with θ* | agree with the basin's maximum | median |z| | "
               "median rel. error | median fit NFE | median s |", "|---|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in records):
