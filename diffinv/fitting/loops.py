@@ -21,7 +21,8 @@ Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over the last
 them (Polyak averaging), with a Monte Carlo standard error: the larger of a batch-means estimate over
 the iterates and the gradient noise propagated through the curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K
 (delta method: SE(θ̂) = θ̂ SE(ū)). The
-samples returned are a fresh run of the sampler at θ̂.
+samples returned are a fresh run of the sampler at θ̂ with the generator of ``seed`` (the loop draws
+from ``seed + FIT_SEED_OFFSET``): the samples a plain solve with θ̂ typed in would give.
 
 Shapes: samples (num_samples, *prior.shape); ``trace`` one dict per update: step, θ, ḡ, SE(ḡ).
 """
@@ -43,6 +44,9 @@ from diffinv.fitting.steppers import is_stepwise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
 from diffinv.rng import make_generator
 from diffinv.samplers.base import InverseProblem, Sampler
+
+
+FIT_SEED_OFFSET = 2_000_029  # the fitting loop draws from seed + offset; the final run from seed itself
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
                          f"{getattr(sampler, 'name', type(sampler).__name__)} runs only as a whole "
                          "(use --fit-method nested)")
     counting = CountingPrior(prior)
-    generator = make_generator(seed, device)
+    generator = make_generator(seed + FIT_SEED_OFFSET, device)  # the loop's draws
     start = time.perf_counter()
     loop = _single if config.method == "single" else _nested
     trace = loop(counting, parametric, sampler, config, generator, device, dtype, progress)
@@ -150,7 +154,8 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
     values = {n: math.exp(float(v)) for n, v in zip(names, u_hat, strict=True)}
     se = {n: values[n] * float(s) for n, s in zip(names, se_u, strict=True)}
     final = parametric.at(u_hat.tolist())
-    samples = _draw(sampler, counting, final, num_samples, generator, device, dtype)
+    # the returned samples: a plain run at θ̂ with the generator of ``seed``, as a solve with θ̂ given
+    samples = _draw(sampler, counting, final, num_samples, make_generator(seed, device), device, dtype)
     return FitResult(values=values, se=se, trace=trace, samples=samples, problem=final,
                      nfe_forward=counting.stats.forward, nfe_backward=counting.stats.backward,
                      fit_nfe_forward=fit_forward, fit_nfe_backward=fit_backward,
