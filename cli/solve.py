@@ -109,5 +109,10 @@ def solve(
     stdout.print(f"wrote {report.out}: {m['num_samples']} samples, {quality}residual {m['residual']:.2f}, "
                  f"NFE {m['nfe_forward']}/{m['nfe_backward']}, {m['seconds']:.1f} s", highlight=False,
                  soft_wrap=True)
+    if m.get("fit"):
+        fit = m["fit"]
+        values = ", ".join(f"{k} = {v:.4g} ± {fit['se'][k]:.2g}" for k, v in fit["values"].items())
+        stdout.print(f"fitted ({fit['method']} loop, {len(fit['trace'])} updates, ×{fit['cost_vs_solve']:.1f} "
+                     f"the cost of a plain solve): {values}", highlight=False, soft_wrap=True)
     for warning in m.get("warnings", []):
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
