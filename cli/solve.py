@@ -112,7 +112,8 @@ def solve(
     if m.get("fit"):
         fit = m["fit"]
         values = ", ".join(f"{k} = {v:.4g} ± {fit['se'][k]:.2g}" for k, v in fit["values"].items())
-        stdout.print(f"fitted ({fit['method']} loop, {len(fit['trace'])} updates, ×{fit['cost_vs_solve']:.1f} "
-                     f"the cost of a plain solve): {values}", highlight=False, soft_wrap=True)
+        cost = fit["cost_vs_solve"]
+        stdout.print(f"fitted ({fit['method']} loop, {len(fit['trace'])} updates, ×{cost:.1f} the cost of a "
+                     f"plain solve): {values}", highlight=False, soft_wrap=True)
     for warning in m.get("warnings", []):
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
