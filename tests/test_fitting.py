@@ -155,3 +155,25 @@ def test_cli_solve_fits_blur_and_noise(tmp_path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: fit: 'operator.sigma' is not fittable")
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_batch_fits_every_item(tmp_path):
+    """`diffinv batch --fit`: each item's metrics.json and manifest line carry its own θ̂."""
+    from diffinv.batch import BatchConfig, run_batch
+    from diffinv.imaging.io import save_png
+    from diffinv.job import SolveConfig
+    from tiny_prior import save_tiny_prior
+
+    save_tiny_prior(tmp_path / "tiny", channels=1, size=16)
+    (tmp_path / "in").mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        save_png(torch.rand(1, 16, 16, generator=gen, dtype=torch.float64), tmp_path / "in" / f"{name}.png")
+    job = SolveConfig(image="", problem="deblur_gauss", sampler="pgdm", steps=4, num_samples=2, simulate=True,
+                      device="cpu", checkpoint=str(tmp_path / "tiny"), fit=("noise.sigma_y=0.05",),
+                      fit_steps=4, fit_samples=2, overrides={"operator.size": 5})
+    report = run_batch(BatchConfig(inputs=str(tmp_path / "in"), out=str(tmp_path / "out"), job=job))
+    assert report.finished == ["a", "b"]
+    for name in ("a", "b"):
+        fit = json.loads((tmp_path / "out" / name / "metrics.json").read_text())["fit"]
+        assert set(fit["values"]) == {"noise.sigma_y"} and len(fit["trace"]) == 4
