@@ -159,10 +159,11 @@ def test_cli_solve_fits_blur_and_noise(tmp_path):
 
 def test_batch_fits_every_item(tmp_path):
     """`diffinv batch --fit`: each item's metrics.json and manifest line carry its own θ̂."""
+    from tiny_prior import save_tiny_prior
+
     from diffinv.batch import BatchConfig, run_batch
     from diffinv.imaging.io import save_png
     from diffinv.job import SolveConfig
-    from tiny_prior import save_tiny_prior
 
     save_tiny_prior(tmp_path / "tiny", channels=1, size=16)
     (tmp_path / "in").mkdir()
