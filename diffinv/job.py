@@ -32,7 +32,7 @@ from torch import Tensor
 
 from diffinv import __version__
 from diffinv.imaging.io import check_range, read_image, resize
-from diffinv.imaging.metrics import psnr, residual_ratio, ssim
+from diffinv.imaging.metrics import coverage, psnr, residual_ratio, ssim
 from diffinv.operators.base import LinearOperator
 from diffinv.operators.noise import GaussianNoise
 from diffinv.priors.base import Denoised, DiffusionPrior
@@ -373,6 +373,9 @@ def summarise(samples: Tensor, y01: Tensor, op: LinearOperator, sigma_y: float, 
         "psnr": psnr(mean, truth) if truth is not None else None,
         "ssim": ssim(mean, truth) if truth is not None else None,
         "psnr_samples": [psnr(s, truth) for s in samples] if truth is not None else None,
+        "psnr_sample_mean": (float(sum(psnr(s, truth) for s in samples) / samples.shape[0])
+                             if truth is not None else None),
+        "coverage": coverage(samples, truth, 0.9) if truth is not None else None,
         "lpips": None,
         "lpips_note": "not computed: LPIPS needs network weights that diffinv would have to download",
         "residual": residual_ratio(y01, a_mean, sigma_y),
@@ -383,5 +386,7 @@ def summarise(samples: Tensor, y01: Tensor, op: LinearOperator, sigma_y: float, 
         "num_samples": int(samples.shape[0]), "sigma_y": sigma_y,
         "warnings": list(result.diagnostics.get("warnings", [])),
         "metric_notes": "PSNR peak 1 on [0, 1]; SSIM Gaussian window 11x11, sigma 1.5, C1=0.01^2, C2=0.03^2; "
-                        "residual = ||y - A mean|| / (sigma_y sqrt(m)) on the [0, 1] scale",
+                        "residual = ||y - A mean|| / (sigma_y sqrt(m)) on the [0, 1] scale; coverage = "
+                        "share of truth pixels inside the per-pixel central 90% interval of the samples "
+                        "(needs >= 16 samples to mean much)",
     }

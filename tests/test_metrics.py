@@ -44,3 +44,16 @@ def test_weight_estimate_recovers_weights(gen):
     assert weight_error(x, truth) < 3 * 5 * se
     other = GaussianMixture.create(means, torch.tensor([0.6, 0.2, 0.2], dtype=torch.float64), 1.0)
     assert weight_error(x, other) == pytest.approx(0.8, abs=0.03)
+
+
+def test_coverage_of_exact_samples_is_the_level():
+    """Samples and truth from one law: the per-pixel central 90 % interval of 400 samples covers ≈ 90 % of
+    1 024 independent pixels (binomial SE ≈ 0.01); one sample has no interval."""
+    from diffinv.imaging.metrics import coverage
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 32, 32, generator=g, dtype=torch.float64)
+    samples = torch.rand(400, 1, 32, 32, generator=g, dtype=torch.float64)
+    assert abs(coverage(samples, truth, 0.9) - 0.9) < 0.04
+    assert coverage(samples * 0.1 + 0.45, truth, 0.9) < 0.2  # under-dispersed samples cover little
+    assert coverage(samples[:1], truth) is None

@@ -45,7 +45,6 @@ from diffinv.priors.base import CountingPrior, DiffusionPrior
 from diffinv.rng import make_generator
 from diffinv.samplers.base import InverseProblem, Sampler
 
-
 FIT_SEED_OFFSET = 2_000_029  # the fitting loop draws from seed + offset; the final run from seed itself
 
 
