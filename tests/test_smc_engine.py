@@ -185,3 +185,17 @@ def test_policy_is_validated():
         Resampling("bogus")
     with pytest.raises(ValueError, match="ess_threshold"):
         Resampling("systematic", 0.0)
+
+
+def test_lineages_count_distinct_ancestors():
+    """Identity ancestry keeps N lineages; a step that resamples everything onto one particle leaves one
+    lineage there and before it."""
+    from diffinv.smc.engine import lineages
+
+    n = 5
+    ident = torch.arange(n).expand(2, 3, n).clone()
+    assert lineages(ident).tolist() == [[n] * 3] * 2
+    anc = ident.clone()
+    anc[0, 1] = 3  # filter 0: every particle of step 2 descends from particle 3 of step 1
+    anc[1, 2] = torch.tensor([0, 0, 1, 1, 4])  # filter 1: three lineages from the last step back
+    assert lineages(anc).tolist() == [[1, 1, n], [3, 3, 3]]

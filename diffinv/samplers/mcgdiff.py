@@ -64,6 +64,7 @@ from diffinv.smc.engine import (
     Resampling,
     SMCResult,
     State,
+    lineages,
     per_item_draws,
     smc_diagnostics,
 )
@@ -218,7 +219,8 @@ class MCGDiffModel:
         particles = self.op.V(x.reshape(f * n, self.d)).reshape(f, n, *self.prior.shape)
         return ParticleSystem(particles=particles, log_weights=result.log_w, ess=result.ess,
                               resampled=result.resampled, log_z=log_z,
-                              extra={"tau_min": self.pins.tau_min, "final_ess": ess(result.log_w)})
+                              extra={"tau_min": self.pins.tau_min, "final_ess": ess(result.log_w),
+                                     "lineages": lineages(result.ancestors)})
 
 
 def run_filters(prior: CountingPrior, problem: InverseProblem, num_filters: int, config: MCGDiffConfig,

@@ -248,6 +248,23 @@ class ParticleSystem:
 COLLAPSE_ESS = 2.0  # effective particles below which a filter's weights count as collapsed
 
 
+def lineages(ancestors: Tensor) -> Tensor:
+    """Distinct ancestors of the final particles at every step: ancestors (F, K, N) → (F, K) long.
+
+    Entry k counts the different particles of step k (before its resampling) that the N final
+    particles descend from; N everywhere means no path degeneracy, 1 at step k means every final
+    particle shares one ancestor there (the filter's diversity before k is lost).
+    """
+    f, k, n = ancestors.shape
+    idx = torch.arange(n, device=ancestors.device).expand(f, n)
+    counts = torch.empty(f, k, dtype=torch.long, device=ancestors.device)
+    for step in range(k - 1, -1, -1):
+        idx = ancestors[:, step].gather(1, idx)
+        sorted_idx = idx.sort(1).values
+        counts[:, step] = 1 + (sorted_idx[:, 1:] != sorted_idx[:, :-1]).sum(1)
+    return counts
+
+
 def per_item_draws(system: ParticleSystem, num_items: int, num_samples: int, per_filter: int,
                    generator: torch.Generator | None) -> Tensor:
     """``num_samples`` draws for each of B items whose filters are laid out item by item
@@ -267,7 +284,9 @@ def smc_diagnostics(system: ParticleSystem, num_filters: int) -> dict[str, Any]:
         warnings.append(f"smc: the weights collapsed (ESS < {COLLAPSE_ESS:g} of N = {n} at some step) in "
                         f"{100 * collapsed:.0f}% of the filters; more particles or another resampling "
                         "policy may help")
+    extra = {k: v for k, v in system.extra.items() if k not in ("final_ess", "lineages")}
+    if "lineages" in system.extra:  # distinct ancestors of the final particles per step, mean over filters
+        extra["lineages"] = system.extra["lineages"].double().mean(0).tolist()
     return {"ess": system.ess.mean(0).tolist(), "resampled": system.resampled.float().mean(0).tolist(),
             "log_z": system.log_z.tolist(), "final_ess": system.extra["final_ess"].tolist(),
-            "num_filters": num_filters, "collapsed_share": collapsed, "warnings": warnings,
-            **{k: v for k, v in system.extra.items() if k != "final_ess"}}
+            "num_filters": num_filters, "collapsed_share": collapsed, "warnings": warnings, **extra}
