@@ -99,10 +99,12 @@ def write(out: Path, records: list[dict], args: argparse.Namespace, start: float
     lines = ["# MCGDiff on box inpainting: ESS, lineages and settings", "",
              f"`{info['command']}`; training-split images of fashion-mnist, prior fashion32, inpaint_box "
              "(16×16 hole of 32×32, σ_y 0.025), "
-             f"{args.num_samples} samples (one per filter). ESS: mean over filters at the given step (of 100); "
+             f"{args.num_samples} samples (one per filter). ESS: mean over filters at the given step "
+             "(of 100); "
              "lineages: distinct ancestors of a filter's final N particles at that step.", "",
              "| image | run | PSNR of mean | mean per-sample PSNR | sample sd | ESS at steps 10 / 50 / 90 | "
-             "min ESS | lineages at steps 0 / 50 / 90 | NFE | s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "min ESS | lineages at steps 0 / 50 / 90 | NFE | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if r["sampler"] == "mcgdiff":
             ess = r["ess"]
@@ -113,7 +115,8 @@ def write(out: Path, records: list[dict], args: argparse.Namespace, start: float
                     f"{pick(lin, 0)} / {pick(lin, 50)} / {pick(lin, 90)}")
         else:
             cols = "— | — | —"
-        lines.append(f"| {r['image']} | {r['variant']} | {r['psnr_mean']:.2f} | {r['psnr_sample_mean']:.2f} | "
+        lines.append(f"| {r['image']} | {r['variant']} | {r['psnr_mean']:.2f} | "
+                     f"{r['psnr_sample_mean']:.2f} | "
                      f"{r['std_mean']:.3f} | {cols} | {r['nfe']} | {r['seconds']:.0f} |")
     (out / "mcgdiff_inpainting.md").write_text("\n".join(lines) + "\n")
 
