@@ -17,8 +17,10 @@ Diffusion: efficient optimization through stochastic sampling* (2024):
   iteration are independent (one parallel call each on an accelerator, not n sequential ones),
   and that no update waits for a full run.
 
-Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over the last ``average`` share of
-them (Polyak averaging), with a Monte Carlo standard error: the larger of a batch-means estimate over
+Both loops are local ascents: where log p(y | θ) has several maxima (a gain of a lattice-like prior:
+g and 2g explain y almost equally) they end at the maximum of the basin they start in
+(benchmarks/results/fit_gmm/). Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over
+the last ``average`` share of them (Polyak averaging), with a Monte Carlo standard error: the larger of a batch-means estimate over
 the iterates and the gradient noise propagated through the curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K
 (delta method: SE(θ̂) = θ̂ SE(ū)). The
 samples returned are a fresh run of the sampler at θ̂ with the generator of ``seed`` (the loop draws
@@ -40,10 +42,10 @@ from torch import Tensor
 
 from diffinv.fitting.estimator import batch_means_se, evidence_terms, newton_step
 from diffinv.fitting.params import ParametricProblem
-from diffinv.fitting.steppers import is_stepwise
+from diffinv.fitting.steppers import draw_samples, is_stepwise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
 from diffinv.rng import make_generator
-from diffinv.samplers.base import InverseProblem, Sampler
+from diffinv.samplers.base import InverseProblem
 
 FIT_SEED_OFFSET = 2_000_029  # the fitting loop draws from seed + offset; the final run from seed itself
 
@@ -101,26 +103,6 @@ class FitResult:
                 "seconds": self.seconds, "config": self.config}
 
 
-def run_steps(stepper: Any, prior: CountingPrior, problem: InverseProblem, rows: int,
-              generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A whole run of a stepwise sampler: (rows, *shape)."""
-    ctx = stepper.prepare(prior, problem, rows, device, dtype)
-    x = stepper.start(prior, ctx, rows, generator)
-    for k in range(len(stepper.step_pairs(prior))):
-        x = stepper.advance(prior, ctx, x, k, generator)
-    return x.detach()
-
-
-def _draw(sampler: Any, prior: CountingPrior, problem: InverseProblem, rows: int,
-          generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if isinstance(sampler, Sampler):  # it counts its own evaluations: add them to the fit's
-        result = sampler.sample(prior.prior, problem, rows, generator=generator, device=device, dtype=dtype)
-        prior.stats.forward += result.nfe_forward
-        prior.stats.backward += result.nfe_backward
-        return result.samples
-    return run_steps(sampler, prior, problem, rows, generator, device, dtype).cpu()
-
-
 def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler: Any,
                    config: FitConfig | None = None, num_samples: int = 4, seed: int = 0,
                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -154,7 +136,7 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
     se = {n: values[n] * float(s) for n, s in zip(names, se_u, strict=True)}
     final = parametric.at(u_hat.tolist())
     # the returned samples: a plain run at θ̂ with the generator of ``seed``, as a solve with θ̂ given
-    samples = _draw(sampler, counting, final, num_samples, make_generator(seed, device), device, dtype)
+    samples = draw_samples(sampler, counting, final, num_samples, make_generator(seed, device), device, dtype)
     return FitResult(values=values, se=se, trace=trace, samples=samples, problem=final,
                      nfe_forward=counting.stats.forward, nfe_backward=counting.stats.backward,
                      fit_nfe_forward=fit_forward, fit_nfe_backward=fit_backward,
@@ -187,7 +169,7 @@ def _nested(counting: CountingPrior, parametric: ParametricProblem, sampler: Any
     u, trace = parametric.start(), []
     for _ in range(config.steps):
         problem = parametric.at(u)
-        samples = _draw(sampler, counting, problem, config.samples_per_step, generator, device, dtype)
+        samples = draw_samples(sampler, counting, problem, config.samples_per_step, generator, device, dtype)
         u = _update(parametric, u, samples, config, trace, counting, progress)
     return trace
 

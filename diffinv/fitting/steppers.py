@@ -26,7 +26,7 @@ from torch import Tensor
 from diffinv.priors.analytic import GaussianMixturePrior
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
-from diffinv.samplers.base import InverseProblem
+from diffinv.samplers.base import InverseProblem, Sampler
 from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, timestep_grid
 
 
@@ -92,3 +92,25 @@ class PosteriorDiffusion:
         if isinstance(prior, CountingPrior):
             prior.stats.forward += x.shape[0]
         return ddim_sample(x, ctx.prior.denoise(x, t).x0, coeffs, generator)
+
+
+def run_steps(stepper: Any, prior: CountingPrior, problem: InverseProblem, rows: int,
+              generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A whole run of a stepwise sampler: (rows, *shape)."""
+    ctx = stepper.prepare(prior, problem, rows, device, dtype)
+    x = stepper.start(prior, ctx, rows, generator)
+    for k in range(len(stepper.step_pairs(prior))):
+        x = stepper.advance(prior, ctx, x, k, generator)
+    return x.detach()
+
+
+def draw_samples(sampler: Any, prior: CountingPrior, problem: InverseProblem, rows: int,
+                 generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``rows`` samples (on the CPU) of a whole run of ``sampler`` (a :class:`Sampler` or a stepwise one),
+    its network evaluations added to ``prior``'s counts."""
+    if isinstance(sampler, Sampler):  # it counts its own evaluations: add them to the fit's
+        result = sampler.sample(prior.prior, problem, rows, generator=generator, device=device, dtype=dtype)
+        prior.stats.forward += result.nfe_forward
+        prior.stats.backward += result.nfe_backward
+        return result.samples
+    return run_steps(sampler, prior, problem, rows, generator, device, dtype).cpu()
