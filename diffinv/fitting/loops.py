@@ -22,8 +22,9 @@ g and 2g explain y almost equally) they end at the maximum of the basin they sta
 (benchmarks/results/fit_gmm/). Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over
 the last ``average`` share of them (Polyak averaging), with a Monte Carlo standard error: the larger
 of a batch-means estimate over the iterates and the gradient noise propagated through the
-curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K (delta method: SE(θ̂) = θ̂ SE(ū)). The samples returned are a fresh run of the sampler at θ̂ with the generator of ``seed`` (the loop draws
-from ``seed + FIT_SEED_OFFSET``): the samples a plain solve with θ̂ typed in would give.
+curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K (delta method: SE(θ̂) = θ̂ SE(ū)). The samples returned are a
+fresh run of the sampler at θ̂ with the generator of ``seed`` (the loop draws from
+``seed + FIT_SEED_OFFSET``): the samples a plain solve with θ̂ typed in would give.
 
 Shapes: samples (num_samples, *prior.shape); ``trace`` one dict per update: step, θ, ḡ, SE(ḡ).
 """
