@@ -52,6 +52,7 @@ def is_stepwise(sampler: Any) -> bool:
 @dataclass
 class _Posterior:
     prior: GaussianMixturePrior
+    pairs: list[tuple[int, int]]
 
 
 class PosteriorDiffusion:
@@ -78,7 +79,7 @@ class PosteriorDiffusion:
         if problem.batched:
             raise ValueError("problem: posterior-diffusion takes one observation")
         post = inner.posterior(problem.operator.matrix(torch.float64), problem.y.reshape(-1), problem.sigma_y)
-        return _Posterior(GaussianMixturePrior(post, inner.schedule))
+        return _Posterior(GaussianMixturePrior(post, inner.schedule), self.step_pairs(prior))
 
     def start(self, prior: CountingPrior, ctx: _Posterior, rows: int,
               generator: torch.Generator | None) -> Tensor:
@@ -86,7 +87,7 @@ class PosteriorDiffusion:
 
     def advance(self, prior: CountingPrior, ctx: _Posterior, x: Tensor, k: int,
                 generator: torch.Generator | None) -> Tensor:
-        t, s = self.step_pairs(prior)[k]
+        t, s = ctx.pairs[k]
         sched = prior.schedule
         coeffs = bridge_coefficients(sched.alpha_bar_at(t), sched.alpha_bar_at(s), 1.0)
         if isinstance(prior, CountingPrior):
@@ -99,7 +100,7 @@ def run_steps(stepper: Any, prior: CountingPrior, problem: InverseProblem, rows:
     """A whole run of a stepwise sampler: (rows, *shape)."""
     ctx = stepper.prepare(prior, problem, rows, device, dtype)
     x = stepper.start(prior, ctx, rows, generator)
-    for k in range(len(stepper.step_pairs(prior))):
+    for k in range(len(stepper.step_pairs(prior))):  # once: the grid is a host computation
         x = stepper.advance(prior, ctx, x, k, generator)
     return x.detach()
 

@@ -58,7 +58,7 @@ class DPSSampler(Sampler):
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         ctx = self.prepare(prior, problem, num_samples, device, dtype)
         x = self.start(prior, ctx, problem.num_items * num_samples, generator)
-        for k in range(len(self.step_pairs(prior))):
+        for k in range(len(ctx.pairs)):
             x = self.advance(prior, ctx, x, k, generator)
         return x.detach(), {"residual_norm": torch.stack(ctx.residual_norms).tolist()}
 
@@ -68,7 +68,8 @@ class DPSSampler(Sampler):
 
     def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
                 dtype: torch.dtype) -> StepContext:
-        return StepContext(problem.operator.to(device, dtype), problem.rows(per_item, device, dtype))
+        return StepContext(problem.operator.to(device, dtype), problem.rows(per_item, device, dtype),
+                           self.step_pairs(prior))
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
@@ -77,7 +78,7 @@ class DPSSampler(Sampler):
     def advance(self, prior: CountingPrior, ctx: StepContext, x: Tensor, k: int,
                 generator: torch.Generator | None) -> Tensor:
         """Step k of :meth:`step_pairs` (module docstring): x_t (rows, *shape) → x_s."""
-        cfg, (t, s) = self.config, self.step_pairs(prior)[k]
+        cfg, (t, s) = self.config, ctx.pairs[k]
         op, y = ctx.op, ctx.y
 
         def objective(x_t: Tensor, x0: Tensor) -> Tensor:
@@ -93,8 +94,10 @@ class DPSSampler(Sampler):
 
 @dataclass
 class StepContext:
-    """What the steps of one run share: A on the device and y rows (rows or 1, *out_shape)."""
+    """What the steps of one run share: A on the device, y rows (rows or 1, *out_shape), the grid's pairs
+    (computed once: the grid is a host computation)."""
 
     op: Any
     y: Tensor
+    pairs: list[tuple[int, int]]
     residual_norms: list = field(default_factory=list)

@@ -63,7 +63,7 @@ class PGDMSampler(Sampler):
              dtype: torch.dtype) -> tuple[Tensor, dict[str, Any]]:
         ctx = self.prepare(prior, problem, num_samples, device, dtype)
         x = self.start(prior, ctx, problem.num_items * num_samples, generator)
-        for k in range(len(self.step_pairs(prior))):
+        for k in range(len(ctx.pairs)):
             x = self.advance(prior, ctx, x, k, generator)
         return x.detach(), {}
 
@@ -77,20 +77,21 @@ class PGDMSampler(Sampler):
         y = problem.rows(per_item, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
         spectral = (SpectralView.of(problem.operator, problem.observations()).rows(per_item).to(device)
                     if op.has_svd else None)
-        return StepContext(op, y, MeasurementFit(op, y, problem.sigma_y, self.config.cg_iterations, spectral))
+        return StepContext(op, y, MeasurementFit(op, y, problem.sigma_y, self.config.cg_iterations, spectral),
+                           self.step_pairs(prior))
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
         x = randn((rows, *prior.shape), generator, like=ctx.y.new_empty(()))
         if self.config.init == "pinv":
-            ab = prior.schedule.alpha_bar_at(self.step_pairs(prior)[0][0])
+            ab = prior.schedule.alpha_bar_at(ctx.pairs[0][0])
             x = math.sqrt(ab) * ctx.op.pinv(ctx.y) + math.sqrt(1 - ab) * x
         return x
 
     def advance(self, prior: CountingPrior, ctx: StepContext, x: Tensor, k: int,
                 generator: torch.Generator | None) -> Tensor:
         """Step k of :meth:`step_pairs`: x_t (rows, *shape) → x_s."""
-        cfg, (t, s), sched = self.config, self.step_pairs(prior)[k], prior.schedule
+        cfg, (t, s), sched = self.config, ctx.pairs[k], prior.schedule
         ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
         r2 = 1 - ab_t  # r_t²: v = r_t² Aᵀ (σ_y² I + r_t² A Aᵀ)⁻¹ r = Aᵀ (A Aᵀ + σ_y²/r_t² I)⁻¹ r
 
@@ -106,8 +107,10 @@ class PGDMSampler(Sampler):
 
 @dataclass
 class StepContext:
-    """What the steps of one run share: A on the device, y rows and the measurement fit."""
+    """What the steps of one run share: A on the device, y rows, the measurement fit and the grid's pairs
+    (computed once: the grid is a host computation)."""
 
     op: Any
     y: Tensor
     fit: MeasurementFit
+    pairs: list[tuple[int, int]]
