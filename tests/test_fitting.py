@@ -178,3 +178,18 @@ def test_batch_fits_every_item(tmp_path):
     for name in ("a", "b"):
         fit = json.loads((tmp_path / "out" / name / "metrics.json").read_text())["fit"]
         assert set(fit["values"]) == {"noise.sigma_y"} and len(fit["trace"]) == 4
+
+
+def test_motion_length_is_fittable_and_continuous():
+    """blur_motion declares its path length fittable; the kernel moves continuously with it and a preset
+    without a length needs a start."""
+    from diffinv.operators.blur import motion_kernel
+
+    k = [motion_kernel(13, 0.5, torch.Generator().manual_seed(0), length=v) for v in (6.0, 6.001, 8.0)]
+    assert float((k[0] - k[1]).abs().sum()) < 1e-3 < float((k[0] - k[2]).abs().sum())
+    default = motion_kernel(13, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(default, motion_kernel(13, 0.5, torch.Generator().manual_seed(0), length=None))
+    problem = load_problem("deblur_motion")
+    assert free_parameters(problem, parse_fit(["operator.length=5"]))[0].start == 5.0
+    with pytest.raises(ValueError, match="fit: operator.length has no value in the preset"):
+        free_parameters(problem, parse_fit(["operator.length"]))

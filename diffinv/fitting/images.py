@@ -62,15 +62,20 @@ def free_parameters(problem: Problem, requested: dict[str, float | None]) -> lis
             lower, upper = cls.fittable[field]
             current = problem.operator.get(field, _default(cls, field))
         spec = problem.fit.get(name, {})
-        params.append(FreeParameter(name, float(start if start is not None else spec.get("start", current)),
-                                    float(spec.get("lower", lower)), float(spec.get("upper", upper))))
+        start = start if start is not None else spec.get("start", current)
+        if start is None:
+            raise ValueError(f"fit: {name} has no value in the preset; give its start as --fit {name}=START "
+                             "or in the preset's fit section")
+        params.append(FreeParameter(name, float(start), float(spec.get("lower", lower)),
+                                    float(spec.get("upper", upper))))
     return params
 
 
-def _default(cls: type, field: str) -> float:
+def _default(cls: type, field: str) -> float | None:
     import inspect
 
-    return float(inspect.signature(cls.__init__).parameters[field].default)
+    value = inspect.signature(cls.__init__).parameters[field].default
+    return None if value is None else float(value)
 
 
 def image_problem(problem: Problem, shape: tuple[int, ...], y01: Tensor, units: PixelUnits,
@@ -82,8 +87,9 @@ def image_problem(problem: Problem, shape: tuple[int, ...], y01: Tensor, units: 
     for name in fittable_names(problem.operator["name"]):
         if name != NOISE_PARAM and name not in names:
             field = name.split(".", 1)[1]
-            fixed[name] = float(problem.operator.get(field, _default(operator_class(problem.operator["name"]),
-                                                                         field)))
+            value = problem.operator.get(field, _default(operator_class(problem.operator["name"]), field))
+            if value is not None:
+                fixed[name] = float(value)
 
     def build(theta: dict[str, float]) -> InverseProblem:
         ops = {k: v for k, v in theta.items() if k != NOISE_PARAM}

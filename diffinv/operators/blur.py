@@ -51,21 +51,24 @@ def gaussian_kernel(size: int = 61, sigma: float = 3.0, truncate: float = 4.0) -
 
 
 def motion_kernel(size: int = 61, intensity: float = 0.5, generator: torch.Generator | None = None,
-                  steps: int = 256) -> Tensor:
+                  steps: int = 256, length: float | None = None) -> Tensor:
     r"""A random camera-shake kernel (our own simple model, not the DPS ``motionblur`` package).
 
     A unit-speed path of ``steps`` points whose heading does a random walk (increments
-    N(0, (intensity·π/8)²), initial heading U(0, 2π)) is scaled to a length U(0.3, 1)·size, centred,
-    shrunk to fit the size×size window if needed, splatted bilinearly and normalised to sum 1.
-    All draws use ``generator``.
+    N(0, (intensity·π/8)²), initial heading U(0, 2π)) is scaled to a length U(0.3, 1)·size (or ``length``
+    pixels when given: the same path shape, its length a continuous parameter that ``--fit`` can move),
+    centred, shrunk to fit the size×size window if needed, splatted bilinearly and normalised to sum 1.
+    All draws use ``generator`` (the same draws with or without ``length``).
     """
     if size < 2 or not 0.0 <= intensity <= 1.0:
         raise ValueError(f"intensity: expected size ≥ 2 and intensity in [0, 1], got {size}, {intensity}")
+    if length is not None and not 0 < length < float("inf"):
+        raise ValueError(f"length: expected a path length > 0 in pixels, got {length}")
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     turns = torch.randn(steps, generator=generator, dtype=torch.float64) * (intensity * math.pi / 8)
     heading = 2 * math.pi * u[0] + torch.cumsum(turns, 0)
     path = torch.cumsum(torch.stack([torch.cos(heading), torch.sin(heading)], dim=1), 0)
-    path = path * ((0.3 + 0.7 * u[1]) * size / steps)
+    path = path * ((float(length) if length is not None else (0.3 + 0.7 * float(u[1])) * size) / steps)
     path = path - (path.max(0).values + path.min(0).values) / 2
     radius = (size - 1) / 2
     path = path * min(1.0, radius / max(float(path.abs().max()), 1e-12)) + radius
@@ -246,11 +249,13 @@ class MotionBlur(CircularBlur):
     """
 
     name = "blur_motion"
+    fittable = {"length": (1.0, 61.0)}  # the path length in pixels (``--fit operator.length=START``)
 
     def __init__(self, shape: tuple[int, int, int], size: int = 61, intensity: float = 0.5,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, length: float | None = None) -> None:
         self.size, self.intensity = int(size), float(intensity)
-        super().__init__(motion_kernel(self.size, self.intensity, generator), shape)
+        self.length = None if length is None else float(length)
+        super().__init__(motion_kernel(self.size, self.intensity, generator, length=self.length), shape)
 
     @classmethod
     def example(cls, generator: torch.Generator) -> MotionBlur:
@@ -258,4 +263,4 @@ class MotionBlur(CircularBlur):
         return cls((2, 8, 8), size=5, generator=generator)
 
     def describe(self) -> dict:
-        return {**super().describe(), "size": self.size, "intensity": self.intensity}
+        return {**super().describe(), "size": self.size, "intensity": self.intensity, "length": self.length}
