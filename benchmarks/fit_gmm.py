@@ -11,8 +11,8 @@ scored by z = (θ̂ − θ*)/SE(θ̂). Loops and samplers:
 * ``single/pdiff``     — the single loop (queue of M trajectories) with the same stepper;
 * ``nested/mcgdiff``   — Algorithm 1 with MCGDiff (N particles, one draw per filter): a real sampler.
 
-Problems: d_x ∈ {10, 100} with d_y = d_x/2 (with d_y ≤ 4 the evidence is flat in σ_y below the
-singular values on most seeds, so σ_y is not identifiable there; see the notes of the report).
+Problems: d_x ∈ {10, 100} with d_y = d_x/2 (``--dy`` for another; with d_y ≤ 4 the evidence is flat in
+σ_y below the singular values on most seeds, so σ_y is not identifiable there; see the notes).
 Writes fit_gmm.json and fit_gmm.md under --out.
 
     python benchmarks/fit_gmm.py --out benchmarks/results/fit_gmm
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     records = []
     for dx in args.dims:
-        dy = dx // 2
+        dy = dx // 2 if args.dy is None else args.dy
         for seed in args.seeds:
             gmm = make_problem(dx, dy, seed)
             a, y, s0 = gmm.problem.operator.matrix(), gmm.problem.y, gmm.problem.sigma_y
@@ -162,6 +162,7 @@ def write(out: Path, records: list[dict], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[10, 100])
+    parser.add_argument("--dy", type=int, default=None, help="d_y (default d_x/2)")
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2, 3, 4])
     parser.add_argument("--params", type=lambda s: s.split(","), default=["noise.sigma_y", "operator.gain"])
     parser.add_argument("--methods", type=lambda s: s.split(","),
