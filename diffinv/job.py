@@ -104,15 +104,16 @@ def check_config(config: SolveConfig) -> None:
         raise ValueError(f"seed: expected a non-negative integer, got {config.seed!r}")
     sampler_class(config.sampler)
     if config.fit:
-        from diffinv.fitting import FitConfig
         from diffinv.fitting.images import parse_fit
+        from diffinv.fitting.steppers import is_stepwise
+        from diffinv.samplers.registry import SAMPLERS
 
         parse_fit(config.fit)
         fit_config(config)
-        if config.fit_method == "single" and config.sampler not in FitConfig.STEPWISE:
-            raise ValueError(f"fit-method: the single loop needs a stepwise sampler "
-                             f"({', '.join(FitConfig.STEPWISE)}); use --fit-method nested with "
-                             f"{config.sampler}")
+        if config.fit_method == "single" and not is_stepwise(sampler_class(config.sampler)):
+            stepwise = ", ".join(n for n, c in SAMPLERS.items() if is_stepwise(c))
+            raise ValueError(f"fit-method: the single loop needs a stepwise sampler ({stepwise}); use "
+                             f"--fit-method nested with {config.sampler}")
 
 
 def fit_config(config: SolveConfig):
@@ -338,7 +339,7 @@ class Session:
         op = fitted.problem.operator
         final = SampleResult(samples=fitted.samples, nfe_forward=fitted.nfe_forward,
                              nfe_backward=fitted.nfe_backward, seconds=fitted.seconds,
-                             prior_seconds=0.0, diagnostics={})
+                             prior_seconds=fitted.prior_seconds, diagnostics={})
         metrics = summarise(samples, job.y01, op, sigma_y, job.truth, final)
         total = fitted.nfe_forward + fitted.nfe_backward
         draw = max(1, total - fitted.fit_nfe_forward - fitted.fit_nfe_backward)  # the final run at θ̂

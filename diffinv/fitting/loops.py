@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -53,8 +53,6 @@ FIT_SEED_OFFSET = 2_000_029  # the fitting loop draws from seed + offset; the fi
 @dataclass(frozen=True)
 class FitConfig:
     """Fitting settings: loop, θ updates, samples per update, queue length, step rate, averaging."""
-
-    STEPWISE: ClassVar[tuple[str, ...]] = ("dps", "pgdm")  # samplers with the step interface
 
     method: Literal["single", "nested"] = "single"
     steps: int = 40
@@ -93,6 +91,7 @@ class FitResult:
     fit_nfe_forward: int
     fit_nfe_backward: int
     seconds: float
+    prior_seconds: float
     method: str
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -140,7 +139,8 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
     return FitResult(values=values, se=se, trace=trace, samples=samples, problem=final,
                      nfe_forward=counting.stats.forward, nfe_backward=counting.stats.backward,
                      fit_nfe_forward=fit_forward, fit_nfe_backward=fit_backward,
-                     seconds=time.perf_counter() - start, method=config.method,
+                     seconds=time.perf_counter() - start, prior_seconds=counting.stats.seconds,
+                     method=config.method,
                      config={"method": config.method, "steps": config.steps,
                              "samples_per_step": config.samples_per_step, "slots": config.slots,
                              "rate": config.rate, "average": config.average,

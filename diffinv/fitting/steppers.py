@@ -113,5 +113,6 @@ def draw_samples(sampler: Any, prior: CountingPrior, problem: InverseProblem, ro
         result = sampler.sample(prior.prior, problem, rows, generator=generator, device=device, dtype=dtype)
         prior.stats.forward += result.nfe_forward
         prior.stats.backward += result.nfe_backward
+        prior.stats.forward_seconds += result.prior_seconds
         return result.samples
     return run_steps(sampler, prior, problem, rows, generator, device, dtype).cpu()
