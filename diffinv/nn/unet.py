@@ -160,12 +160,14 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def init_weights(net: nn.Module, generator: torch.Generator | None) -> nn.Module:
+def init_weights(net: nn.Module, generator: torch.Generator | None,
+                 keep: tuple[str, ...] = ("conv_out",)) -> nn.Module:
     """Re-draw every conv/linear weight with PyTorch's default law from ``generator`` (no global RNG):
-    W ~ kaiming_uniform(a = √5), b ~ U(±1/√fan_in); GroupNorm stays (1, 0); ``conv_out`` stays zero."""
+    W ~ kaiming_uniform(a = √5), b ~ U(±1/√fan_in); GroupNorm stays (1, 0); the modules named in ``keep``
+    (the zero-initialised output layer) stay as they are."""
     with torch.no_grad():
         for name, module in net.named_modules():
-            if not isinstance(module, (nn.Conv2d, nn.Linear)) or name == "conv_out":
+            if not isinstance(module, (nn.Conv2d, nn.Linear)) or name in keep:
                 continue
             nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
             if module.bias is not None:
