@@ -1,4 +1,5 @@
-"""The ``diffinv`` Typer app: version, operators, samplers, problems, compare, solve, batch, train, sample."""
+"""The ``diffinv`` Typer app: version, operators, samplers, problems, compare, solve, batch, train, sample,
+refine."""
 
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def compare(
 
 
 from cli.batch import batch  # noqa: E402
+from cli.refine import refine  # noqa: E402
 from cli.solve import solve  # noqa: E402
 from cli.train import sample, train  # noqa: E402
 
@@ -136,6 +138,8 @@ app.command(epilog="Example: diffinv solve photo.png --problem sr4 --sampler dcp
 app.command(epilog="Example: diffinv batch observations/ --problem sr4 --sampler mcgdiff --out runs/")(batch)
 app.command(epilog="Example: diffinv train --data fashion-mnist --out checkpoints/fashion32")(train)
 app.command(epilog="Example: diffinv sample --checkpoint fashion32 -n 64 --out grid.png")(sample)
+app.command(epilog="Example: diffinv refine --checkpoint fashion32 --data fashion-mnist --loss mse "
+                   "--t-range 250,999 --out checkpoints/fashion32-dg")(refine)
 
 
 def main() -> None:

@@ -72,14 +72,15 @@ def tensor_table(tensors: dict[str, Tensor]) -> dict[str, dict]:
             for k, v in sorted(tensors.items())}
 
 
-def save_prior(directory: str | Path, weights: dict[str, Tensor], card: dict) -> Path:
+def save_prior(directory: str | Path, weights: dict[str, Tensor], card: dict,
+               card_format: str = CARD_FORMAT) -> Path:
     """Write model.safetensors and card.json (card + format + weights table and sha256)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     tmp = directory / (MODEL_FILE + ".tmp")
     save_file(tensors, str(tmp))
-    full = {"format": CARD_FORMAT, **card,
+    full = {"format": card_format, **card,
             "weights": {"file": MODEL_FILE, "sha256": sha256_file(tmp), "tensors": tensor_table(tensors)}}
     os.replace(tmp, directory / MODEL_FILE)
     write_card(directory, full)

@@ -36,9 +36,9 @@ def fit_gaussian(images: Tensor, schedule: NoiseSchedule, shape: tuple[int, ...]
 
 
 @torch.no_grad()
-def denoising_mse(prior: DiffusionPrior, x0: Tensor, timesteps: list[int], generator: torch.Generator,
-                  batch_size: int = 100) -> dict[int, float]:
-    """{t: mean squared error per pixel} of x̂0 on held-out x0 (n, *shape), float32 inputs."""
+def denoising_errors(prior: DiffusionPrior, x0: Tensor, timesteps: list[int], generator: torch.Generator,
+                     batch_size: int = 100) -> dict[int, Tensor]:
+    """{t: (n,) squared error per pixel of each item} of x̂0 on held-out x0 (n, *shape)."""
     results = {}
     for t in timesteps:
         ab = prior.schedule.alpha_bar_at(t)
@@ -46,5 +46,12 @@ def denoising_mse(prior: DiffusionPrior, x0: Tensor, timesteps: list[int], gener
         x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * eps
         errors = [(prior.denoise(xb, t).x0.to(x0) - cb).pow(2).flatten(1).mean(1)
                   for xb, cb in zip(x_t.split(batch_size), x0.split(batch_size), strict=True)]
-        results[int(t)] = float(torch.cat(errors).mean())
+        results[int(t)] = torch.cat(errors)
     return results
+
+
+def denoising_mse(prior: DiffusionPrior, x0: Tensor, timesteps: list[int], generator: torch.Generator,
+                  batch_size: int = 100) -> dict[int, float]:
+    """{t: mean squared error per pixel} of x̂0 on held-out x0 (n, *shape), float32 inputs."""
+    errors = denoising_errors(prior, x0, timesteps, generator, batch_size)
+    return {t: float(e.mean()) for t, e in errors.items()}

@@ -5,6 +5,7 @@ A source is resolved, then the first format whose ``detect`` accepts it loads it
 =============  ===========================================================================  ==========
 format         what the path holds                                                          loader
 =============  ===========================================================================  ==========
+``refined``    a ``diffinv refine`` folder: its base prior's NAME + a learned correction    refine
 ``diffinv``    a folder with ``card.json`` + ``model.safetensors`` (the shipped priors)     checkpoints
 ``diffusers``  a diffusers pipeline folder (``unet/`` + ``scheduler/``) or a UNet2DModel     diffusers_format
 ``adm``        a guided-diffusion state dict (``.pt``/``.pth``/``.safetensors``) + ``arch``   adm_format
@@ -13,7 +14,8 @@ format         what the path holds                                              
 A new format is one file (its loader) plus one line in :data:`FORMATS`. A NAME that is no path
 resolves, in order, to ``$DIFFINV_CHECKPOINTS/NAME``, ``./checkpoints/NAME`` (priors a user trained)
 and the ``checkpoints/NAME`` shipped beside the installed package, so named priors work from any
-working directory. Every loader returns a :class:`~diffinv.priors.network.NetworkPrior` that states
+working directory. Every loader returns a :class:`~diffinv.priors.network.NetworkPrior` (a refined folder: a
+:class:`~diffinv.refine.prior.RefinedPrior` around one) that states
 its parametrisation, its value range and its schedule; the pixel ↔ prior map is :mod:`diffinv.units`.
 """
 
@@ -89,7 +91,22 @@ def _load_adm(path: Path, options: LoadOptions):
                           fp16=options.fp16, checkpointing=options.checkpointing)
 
 
+def _is_refined(path: Path) -> bool:
+    from diffinv.refine.checkpoint import is_refined_folder
+
+    return is_refined_folder(path)
+
+
+def _load_refined(path: Path, options: LoadOptions):
+    from diffinv.refine.checkpoint import load_refined_prior
+
+    _refuse_options("refined", options)
+    return load_refined_prior(path, device=options.device, dtype=options.dtype)
+
+
 FORMATS: dict[str, CheckpointFormat] = {
+    "refined": CheckpointFormat("refined", "diffinv refine folder: a base prior NAME + a learned correction",
+                                _is_refined, _load_refined),
     "diffinv": CheckpointFormat("diffinv", "diffinv folder: card.json + model.safetensors", _is_diffinv,
                                 _load_diffinv),
     "diffusers": CheckpointFormat("diffusers", "diffusers pipeline or UNet2DModel folder (needs diffusers)",

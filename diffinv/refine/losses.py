@@ -11,7 +11,8 @@ For data x0 ~ p_data, model samples x̃0 ~ p̃ (the base prior's own samples), t
   λ(t) = 1 − ᾱ_t, i.e. in ε units as the base was trained,
       J_MSE = E‖ε̂_θ(x_t, t) − √(1−ᾱ_t) c_φ(x_t, t) − ε‖² / D,
   minimised by c_φ = ∇ log p_t − s_θ = ∇ log p_t/p̃_t exactly (Vincent 2011); it needs no model samples.
-* ``mse+ce``: J_MSE + γ J_CE (eq. 3.10), the cross-entropy as a regulariser that brings in the model's samples.
+* ``mse+ce``: J_MSE + γ J_CE (eq. 3.10), the cross-entropy as a regulariser that brings in the model's
+  samples.
 
 One step draws ``groups`` timesteps and gives each a contiguous block of the batch rows, because a
 :class:`~diffinv.priors.base.DiffusionPrior` takes one t per call; u_φ sees the per-row t (B,).

@@ -1,4 +1,4 @@
-r"""The exact check of refinement (the thesis's toy setting): two 2-D Gaussian mixtures with closed-form scores.
+r"""The exact check of refinement (the thesis's toy setting): two 2-D Gaussian mixtures, closed-form scores.
 
 Target p_data: four equal modes at (±1.5, ±1.5) with variance 0.05. Model p̃ (the "trained prior"): only
 three of them (the mode at (1.5, 1.5) is *missed*), slightly shifted and widened. Both are
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from diffinv.metrics import sliced_wasserstein
+from diffinv.nn.unet import init_weights
 from diffinv.priors.analytic import GaussianMixturePrior
 from diffinv.priors.mixture import GaussianMixture
 from diffinv.refine.losses import LossSpec
-from diffinv.nn.unet import init_weights
 from diffinv.refine.potential import MLPConfig, PotentialMLP
 from diffinv.refine.prior import RefinedPrior
 from diffinv.refine.trainer import CorrectionTrainer
@@ -62,7 +62,8 @@ def missed_share(samples: torch.Tensor) -> float:
     return float((nearest == MISSED).double().mean())
 
 
-def run_toy(loss: str = "mse", seed: int = 0, steps: int = 1500, train_size: int = 4000, batch_size: int = 256,
+def run_toy(loss: str = "mse", seed: int = 0, steps: int = 1500, train_size: int = 4000,
+            batch_size: int = 256,
             num_samples: int = 4000, sample_steps: int = 200, gamma: float = 0.1, lr: float = 2e-3,
             hidden: int = 128) -> ToyResult:
     """Train one correction and score it (all draws from ``seed``)."""

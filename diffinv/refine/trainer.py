@@ -22,6 +22,8 @@ from diffinv.refine.losses import LossSpec, losses
 from diffinv.rng import make_generator
 from diffinv.training.state import TrainState, has_state, load_state, save_state
 
+# Options that may change between a run and its resumption (they do not change the optimisation).
+RESUMABLE = ("steps", "out", "device", "threads", "evaluate", "save_every", "eval_draws", "eval_samples")
 DataFn = Callable[[int, torch.Generator], Tensor]  # (batch, generator) → x0 (batch, *shape)
 
 
@@ -85,7 +87,8 @@ class CorrectionTrainer:
             mean = {k: sum(r[k] for r in recent) / len(recent) for k in values}
             self.last = mean
             if self.step % 50 == 0 or self.step == steps:
-                self.log.append([self.step, *(round(mean[k], 6) for k in sorted(mean)), round(self.seconds, 1)])
+                self.log.append([self.step, *(round(mean[k], 6) for k in sorted(mean)),
+                                 round(self.seconds, 1)])
             if out is not None and save_every and self.step % save_every == 0:
                 save_state(out, self.state())
             if progress is not None:
@@ -104,8 +107,7 @@ class CorrectionTrainer:
                           config=self.config, log=self.log, seconds=self.seconds)
 
     def restore(self, state: TrainState) -> None:
-        mine = {k: v for k, v in self.config.items() if k not in ("steps", "out", "device", "threads",
-                                                                  "evaluate", "save_every")}
+        mine = {k: v for k, v in self.config.items() if k not in RESUMABLE}
         for key, value in mine.items():
             if key in state.config and state.config[key] != value:
                 raise ValueError(f"resume: the saved run used {key}={state.config[key]!r}, not {value!r}; "
