@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from diffinv.figures import scatter_panels
 from diffinv.metrics import sliced_wasserstein
 from diffinv.refine.toy import run_toy, toy_mixtures
 from diffinv.rng import make_generator
@@ -44,12 +45,19 @@ def main() -> None:
     floors = [float(sliced_wasserstein(target.sample(4000, make_generator(100 + s)).float(),
                                        target.sample(4000, make_generator(200 + s)).float(),
                                        generator=make_generator(s + 5))) for s in range(args.seeds)]
-    records = []
+    records, panels = [], {}
     for loss in args.losses.split(","):
         for seed in range(args.seeds):
-            records.append(asdict(run_toy(loss, seed=seed, steps=args.steps)))
+            result = run_toy(loss, seed=seed, steps=args.steps, keep_samples=seed == 0)
+            if seed == 0:
+                panels.setdefault("model", result.samples["model"].numpy())
+                panels[f"refined, {loss}"] = result.samples["refined"].numpy()
+                reference = result.samples["target"].numpy()
+            records.append({k: v for k, v in asdict(result).items() if k != "samples"})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    scatter_panels(reference, panels, out / "samples_seed0.png",
+                   title="grey: target; colour: DDPM samples (seed 0)")
     info = {"command": f"python benchmarks/refine_toy.py --seeds {args.seeds} --losses {args.losses} "
                        f"--steps {args.steps} --out {args.out}",
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
@@ -66,6 +74,7 @@ def main() -> None:
              f"{args.seeds - 1}.", "",
              f"Regenerate: `{info['command']}` ({info['seconds']} s, {args.threads} thread).", "",
              f"SW floor (target vs target, same sizes): {summary(floors)}", "",
+             "![samples](samples_seed0.png)", "",
              "| loss | SW model | SW refined | share at the missed mode: model | refined (target 0.25) |",
              "|---|---|---|---|---|"]
     for loss in args.losses.split(","):

@@ -61,6 +61,9 @@ def refine(
     loss: Annotated[str, typer.Option(help="mse (denoising score matching on the refined score), ce "
                                       "(discriminator cross-entropy) or mse+ce.")] = "mse",
     gamma: Annotated[float, typer.Option(help="Weight of the cross-entropy in mse+ce.")] = 0.1,
+    weighting: Annotated[str, typer.Option(help="Time weighting of the mse loss: relative (each timestep's "
+                                           "error over the base's) or eps (the base's own "
+                                           "loss).")] = "relative",
     t_range: Annotated[str | None, typer.Option(help="A,B: timesteps where the correction is trained and "
                                                 "applied (default: all).")] = None,
     steps: Annotated[int, typer.Option(help="Adam steps.")] = 2000,
@@ -84,6 +87,7 @@ def refine(
     from diffinv.refine.run import refine as run_refine
 
     config = RefineConfig(checkpoint=checkpoint, data=data, out=str(out), loss=loss, gamma=gamma,
+                          weighting=weighting,
                           t_range=parse_t_range(t_range), steps=steps, batch_size=batch_size, lr=lr,
                           width=width,
                           model_samples=model_samples, sample_steps=sample_steps, seed=seed, device=device,

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from diffinv.checkpoints import load_prior
 from diffinv.priors.analytic import gaussian_prior
-from diffinv.refine.losses import LossSpec, losses
+from diffinv.refine.losses import LossSpec, base_eps_error, losses
 from diffinv.refine.potential import MLPConfig, PotentialMLP, correction
 from diffinv.refine.prior import RefinedPrior
 from diffinv.refine.run import RefineConfig, refine
@@ -193,3 +193,19 @@ def test_cli_refine_one_line_errors_and_run(setting):
                               "--t-range", "0,999", "-q"])
     assert res.exit_code == 0, res.output
     assert "refined prior in" in res.output and "Fréchet to test" in res.output
+
+
+def test_base_eps_error_and_the_relative_weighting():
+    """For data and base both N(0, I), E[ε | x_t] = √(1−ᾱ) x_t and e_θ(t) = ᾱ_t exactly; the relative
+    J_MSE of a zero correction is then 1 in expectation."""
+    base = gaussian_prior(torch.zeros(2), 1.0)
+    x0 = torch.randn(4096, 2, generator=make_generator(5), dtype=torch.float64)
+    error = base_eps_error(base, x0, (0, 999), make_generator(6), points=8)
+    grid = torch.linspace(0, 999, 8).round().long()
+    torch.testing.assert_close(error[grid], base.schedule.alpha_bar[grid].double(), rtol=0.08, atol=1e-4)
+    spec = LossSpec(loss="mse", weighting="relative", t_range=(0, 999), groups=8)
+    value = float(losses(PotentialMLP(MLPConfig(dim=2, hidden=8)).double(), base, spec, x0, None,
+                         make_generator(7), eps_error=error)["mse"].detach())
+    assert value == pytest.approx(1.0, abs=0.12)
+    with pytest.raises(ValueError, match="weighting"):
+        LossSpec(weighting="snr").validate()

@@ -46,6 +46,7 @@ class RefineConfig:
 
     checkpoint : base prior NAME or path.  data : its training data (fashion-mnist, emoji or a folder).
     out : the refined prior's folder.  loss : mse | ce | mse+ce.  gamma : weight of J_CE in mse+ce.
+    weighting : λ(t) of J_MSE, ``relative`` (each t's error over the base's) or ``eps`` (:mod:`.losses`).
     t_range : (A, B), the timesteps where the correction applies and is trained (None = all).
     steps, batch_size, lr, groups : Adam steps, rows per step, learning rate, timesteps per step.
     width : channels (images) of u_φ.  model_samples, sample_steps : the cached base samples.
@@ -57,6 +58,7 @@ class RefineConfig:
     out: str
     loss: str = "mse"
     gamma: float = 0.1
+    weighting: str = "relative"
     t_range: tuple[int, int] | None = None
     steps: int = 2000
     batch_size: int = 32
@@ -194,7 +196,8 @@ def refine(config: RefineConfig, progress: Progress | None = None,
             index = torch.randint(0, data.train.shape[0], (n,), generator=gen)
             return batch_to_network(data.train, index, size, gen)
 
-        spec = LossSpec(loss=config.loss, gamma=config.gamma, t_range=tuple(t_range), groups=config.groups)
+        spec = LossSpec(loss=config.loss, gamma=config.gamma, t_range=tuple(t_range), groups=config.groups,
+                        weighting=config.weighting).validate()
         pool = samples[:config.model_samples] if spec.uses_ce else None
         trainer = CorrectionTrainer(net, base, spec, batches, pool,
                                     batch_size=config.batch_size, lr=config.lr, seed=config.seed,
@@ -211,6 +214,7 @@ def refine(config: RefineConfig, progress: Progress | None = None,
                 "correction": {"architecture": arch, "log_ratio": "l(x, t) = 1/2 <x, u(x, t)>; c = grad_x l",
                                "parameters": sum(p.numel() for p in net.parameters())},
                 "t_range": list(t_range), "loss": config.loss, "gamma": config.gamma,
+                "weighting": config.weighting,
                 "image_size": size, "channels": channels,
                 "training": {"steps": trainer.step, "seconds": round(trainer.seconds, 1),
                              "sample_seconds": round(sample_seconds, 1),

@@ -13,7 +13,7 @@ refined prior and scores both against fresh target samples: sliced Wasserstein d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,6 +53,7 @@ class ToyResult:
     missed_share_model: float
     missed_share_refined: float
     final_loss: float
+    samples: dict | None = field(default=None, repr=False)  # {"model", "refined", "target"}: (n, 2) if kept
 
 
 def missed_share(samples: torch.Tensor) -> float:
@@ -65,8 +66,8 @@ def missed_share(samples: torch.Tensor) -> float:
 def run_toy(loss: str = "mse", seed: int = 0, steps: int = 1500, train_size: int = 4000,
             batch_size: int = 256,
             num_samples: int = 4000, sample_steps: int = 200, gamma: float = 0.1, lr: float = 2e-3,
-            hidden: int = 128) -> ToyResult:
-    """Train one correction and score it (all draws from ``seed``)."""
+            hidden: int = 128, keep_samples: bool = False) -> ToyResult:
+    """Train one correction and score it (all draws from ``seed``); ``keep_samples`` returns the draws."""
     target, model_mix = toy_mixtures()
     model = GaussianMixturePrior(model_mix)
     gen = make_generator(seed)
@@ -93,4 +94,6 @@ def run_toy(loss: str = "mse", seed: int = 0, steps: int = 1500, train_size: int
     return ToyResult(loss=loss, seed=seed, sw_model=sw_model, sw_refined=sw_refined,
                      missed_share_model=missed_share(x_model.float()),
                      missed_share_refined=missed_share(x_refined.float()),
-                     final_loss=trainer.last.get("total", float("nan")))
+                     final_loss=trainer.last.get("total", float("nan")),
+                     samples={"model": x_model.float(), "refined": x_refined.float(), "target": reference}
+                     if keep_samples else None)

@@ -18,12 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from diffinv.priors.base import DiffusionPrior
-from diffinv.refine.losses import LossSpec, losses
+from diffinv.refine.losses import LossSpec, base_eps_error, losses
 from diffinv.rng import make_generator
 from diffinv.training.state import TrainState, has_state, load_state, save_state
 
 # Options that may change between a run and its resumption (they do not change the optimisation).
 RESUMABLE = ("steps", "out", "device", "threads", "evaluate", "save_every", "eval_draws", "eval_samples")
+REFERENCE_ROWS = 256  # data rows on which the relative weighting's e_θ(t) is measured
 DataFn = Callable[[int, torch.Generator], Tensor]  # (batch, generator) → x0 (batch, *shape)
 
 
@@ -53,6 +54,11 @@ class CorrectionTrainer:
         self.generator = make_generator(self.seed)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         self.device = next(self.net.parameters()).device
+        self.eps_error = None
+        if self.spec.uses_mse and self.spec.weighting == "relative":  # e_θ(t), from its own fixed draws
+            probe = make_generator(self.seed + 11)
+            reference = self.data(REFERENCE_ROWS, probe).to(self.device)
+            self.eps_error = base_eps_error(self.base, reference, self.spec.t_range, probe)
 
     def one_step(self) -> dict[str, float]:
         gen = self.generator
@@ -62,7 +68,7 @@ class CorrectionTrainer:
             index = torch.randint(0, self.model_samples.shape[0], (self.batch_size,), generator=gen)
             x_model = self.model_samples[index].to(self.device)
         self.net.train()
-        out = losses(self.net, self.base, self.spec, x0, x_model, gen)
+        out = losses(self.net, self.base, self.spec, x0, x_model, gen, self.eps_error)
         self.optimizer.zero_grad(set_to_none=True)
         out["total"].backward()
         if self.grad_clip > 0:
