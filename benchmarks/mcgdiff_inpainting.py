@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--images", default="0,1", help="indices into the training split")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--problems", default="inpaint_box",
+                        help="presets to run (others than inpaint_box: the same diagnostics for comparison)")
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/mcgdiff_inpainting")
@@ -56,13 +58,13 @@ def main() -> None:
     train = load_dataset(args.data, s, c).train
     records, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in (int(v) for v in args.images.split(",")):
+        for problem, i in ((p, int(v)) for p in args.problems.split(",") for v in args.images.split(",")):
             image = train[i].double() / 255.0
             path = Path(tmp) / f"train{i}.npy"
             np.save(path, image.numpy())
             runs = [("pgdm", "pgdm", {})] + [("mcgdiff", v, VARIANTS[v]) for v in args.variants.split(",")]
             for sampler, label, overrides in runs:
-                session = Session.build(SolveConfig(image="", problem="inpaint_box", sampler=sampler,
+                session = Session.build(SolveConfig(image="", problem=problem, sampler=sampler,
                                                     num_samples=args.num_samples, simulate=True, device="cpu",
                                                     overrides=overrides), prior)
                 job = session.job(str(path), seed=i)
@@ -72,7 +74,8 @@ def main() -> None:
                                                 generator=torch.Generator().manual_seed(i))
                 samples = session.units.to_pixels(result.samples.double()).clamp(0, 1)
                 d = result.diagnostics
-                rec = {"image": i, "sampler": sampler, "variant": label, "overrides": overrides,
+                rec = {"problem": problem, "image": i, "sampler": sampler, "variant": label,
+                       "overrides": overrides,
                        "psnr_mean": psnr(samples.mean(0), image),
                        "psnr_sample_mean": float(np.mean([psnr(x, image) for x in samples])),
                        "std_mean": float(samples.std(0).mean()),
@@ -85,7 +88,7 @@ def main() -> None:
                                observed_share=(float(observed.double().mean()) if observed is not None
                                                else None))
                 records.append(rec)
-                print(f"train {i} {label}: PSNR mean {rec['psnr_mean']:.2f} per-sample "
+                print(f"{problem} train {i} {label}: PSNR mean {rec['psnr_mean']:.2f} per-sample "
                       f"{rec['psnr_sample_mean']:.2f} ({rec['seconds']:.0f} s)", file=sys.stderr, flush=True)
                 write(Path(args.out), records, args, start)
 
@@ -97,25 +100,28 @@ def write(out: Path, records: list[dict], args: argparse.Namespace, start: float
             "command": "python benchmarks/mcgdiff_inpainting.py " + " ".join(sys.argv[1:])}
     (out / "mcgdiff_inpainting.json").write_text(json.dumps({"info": info, "records": records}) + "\n")
     lines = ["# MCGDiff on box inpainting: ESS, lineages and settings", "",
-             f"`{info['command']}`; training-split images of fashion-mnist, prior fashion32, inpaint_box "
-             "(16×16 hole of 32×32, σ_y 0.025), "
+             f"`{info['command']}`; training-split images of fashion-mnist, prior fashion32, "
+             f"{args.problems} (inpaint_box: 16×16 hole of 32×32, σ_y 0.025), "
              f"{args.num_samples} samples (one per filter). ESS: mean over filters at the given step "
              "(of 100); "
              "lineages: distinct ancestors of a filter's final N particles at that step.", "",
-             "| image | run | PSNR of mean | mean per-sample PSNR | sample sd | ESS at steps 10 / 50 / 90 | "
-             "min ESS | lineages at steps 0 / 50 / 90 | NFE | s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| problem | image | run | PSNR of mean | mean per-sample PSNR | sample sd | "
+             "ESS at steps 10 / 50 / 90 | "
+             "min ESS | lineages at steps 0 / 50 / 90 | last step with 1 lineage | NFE | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if r["sampler"] == "mcgdiff":
             ess = r["ess"]
             lin = r["lineages"] or []
             def pick(v, k):
                 return (f"{v[min(k, len(v) - 1)]:.1f}" if v else "—")
+            ones = [k for k, v in enumerate(lin) if v <= 1]
             cols = (f"{pick(ess, 10)} / {pick(ess, 50)} / {pick(ess, 90)} | {min(ess):.1f} | "
-                    f"{pick(lin, 0)} / {pick(lin, 50)} / {pick(lin, 90)}")
+                    f"{pick(lin, 0)} / {pick(lin, 50)} / {pick(lin, 90)} | {max(ones) if ones else '—'}")
         else:
-            cols = "— | — | —"
-        lines.append(f"| {r['image']} | {r['variant']} | {r['psnr_mean']:.2f} | "
+            cols = "— | — | — | —"
+        lines.append(f"| {r.get('problem', 'inpaint_box')} | {r['image']} | {r['variant']} | "
+                     f"{r['psnr_mean']:.2f} | "
                      f"{r['psnr_sample_mean']:.2f} | "
                      f"{r['std_mean']:.3f} | {cols} | {r['nfe']} | {r['seconds']:.0f} |")
     (out / "mcgdiff_inpainting.md").write_text("\n".join(lines) + "\n")

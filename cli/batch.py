@@ -16,7 +16,9 @@ from cli.options import (
     DeviceOpt,
     FitMethodOpt,
     FitOpt,
+    FitRestartOpt,
     FitSamplesOpt,
+    FitSlotsOpt,
     FitStepsOpt,
     Fp16Opt,
     KernelOpt,
@@ -76,6 +78,8 @@ def batch(
     fit_method: FitMethodOpt = "single",
     fit_steps: FitStepsOpt = 40,
     fit_samples: FitSamplesOpt = 8,
+    fit_slots: FitSlotsOpt = 10,
+    fit_restart: FitRestartOpt = 1.0,
     threads: ThreadsOpt = 0,
     value_range: ValueRangeOpt = None,
     quiet: QuietOpt = False,
@@ -89,6 +93,7 @@ def batch(
 
     job = job_config("", str(out), mask=mask, kernel=kernel, value_range=value_range, set_=set_,
                      fit=fit, fit_method=fit_method, fit_steps=fit_steps, fit_samples=fit_samples,
+                     fit_slots=fit_slots, fit_restart=fit_restart,
                      problem=problem, sampler=sampler, num_samples=num_samples, seed=seed, steps=steps,
                      device=device, checkpoint=checkpoint, simulate=simulate, resize=resize,
                      max_batch=max_batch, threads=threads, arch=arch, fp16=fp16, checkpointing=checkpointing)

@@ -43,6 +43,10 @@ FitMethodOpt = Annotated[str, typer.Option(help="single (one loop: trajectories 
                                            "pgdm) or nested (a full run per θ update; any sampler).")]
 FitStepsOpt = Annotated[int, typer.Option(help="θ updates of --fit (θ̂ averages the last half).")]
 FitSamplesOpt = Annotated[int, typer.Option(help="Posterior samples per θ update of --fit.")]
+FitRestartOpt = Annotated[float, typer.Option(help="Single loop: share of the sampler's steps a finished "
+                                              "trajectory re-runs after re-noising (1 = from noise; e.g. "
+                                              "0.25 with --fit-slots 1: a chain at a quarter of the cost).")]
+FitSlotsOpt = Annotated[int, typer.Option(help="Single loop: trajectories in its queue.")]
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

@@ -78,6 +78,8 @@ class SolveConfig:
     fit_method: str = "single"  # single (one loop, a queue of trajectories) or nested
     fit_steps: int = 40  # θ updates
     fit_samples: int = 8  # samples per θ update
+    fit_slots: int = 10  # single loop: trajectories in the queue
+    fit_restart: float = 1.0  # single loop: share of the steps a finished trajectory re-runs
 
 
 def resolve_device(device: str) -> torch.device:
@@ -121,7 +123,8 @@ def fit_config(config: SolveConfig):
     from diffinv.fitting import FitConfig
 
     return FitConfig(method=config.fit_method, steps=config.fit_steps,  # type: ignore[arg-type]
-                     samples_per_step=config.fit_samples)
+                     samples_per_step=config.fit_samples, slots=config.fit_slots,
+                     restart=config.fit_restart)
 
 
 def resolve_problem(config: SolveConfig) -> Problem:

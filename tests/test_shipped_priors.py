@@ -29,3 +29,20 @@ def test_shipped_prior_denoises_a_heldout_image(name):
         err = (prior.denoise(x_t, t).x0 - x0).square().mean()
     naive = (x_t / ab**0.5 - x0).square().mean()
     assert err < 0.3 * naive
+
+
+def test_shipped_refined_prior_loads_by_name_on_its_base():
+    """checkpoints/fashion32-dg (``diffinv refine``): its base, window and side-by-side figures."""
+    from diffinv.refine import RefinedPrior
+
+    prior = load_prior("fashion32-dg")
+    assert isinstance(prior, RefinedPrior) and prior.shape == (1, 32, 32)
+    assert prior.base.card["name"] == "fashion32" and prior.card["base"]["checkpoint"] == "fashion32"
+    lo, hi = prior.t_range
+    figures = prior.card["figures"]
+    assert len(figures["denoising_mse"]["base"]) == len(figures["denoising_mse"]["refined"])
+    assert figures["frechet"]["draws"] >= 2
+    x = torch.randn(2, 1, 32, 32, generator=make_generator(1))
+    with torch.no_grad():
+        assert torch.equal(prior.denoise(x, lo - 1).eps, prior.base.denoise(x, lo - 1).eps)
+        assert not torch.equal(prior.denoise(x, hi).eps, prior.base.denoise(x, hi).eps)

@@ -44,9 +44,10 @@ from diffinv.fitting.estimator import batch_means_se, evidence_terms, newton_ste
 from diffinv.fitting.params import ParametricProblem
 from diffinv.fitting.steppers import draw_samples, is_stepwise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
-from diffinv.rng import make_generator
+from diffinv.rng import make_generator, randn
 from diffinv.samplers.base import InverseProblem
 
+RESTART_Z = 2.0  # a chain restarts from noise while some evidence gradient is this many SEs from zero
 FIT_SEED_OFFSET = 2_000_029  # the fitting loop draws from seed + offset; the final run from seed itself
 
 
@@ -60,6 +61,7 @@ class FitConfig:
     slots: int = 10
     rate: float = 1.0
     average: float = 0.5
+    restart: float = 1.0  # single loop: share of the steps a finished trajectory re-runs (1 = from noise)
 
     def __post_init__(self) -> None:
         if self.method not in ("single", "nested"):
@@ -75,6 +77,8 @@ class FitConfig:
             raise ValueError(f"fit-rate: expected a number in (0, 2], got {self.rate}")
         if not 0 < self.average <= 1:
             raise ValueError(f"fit-average: expected a share in (0, 1], got {self.average}")
+        if not 0 < self.restart <= 1:
+            raise ValueError(f"fit-restart: expected a share in (0, 1], got {self.restart}")
 
 
 @dataclass
@@ -143,7 +147,7 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
                      method=config.method,
                      config={"method": config.method, "steps": config.steps,
                              "samples_per_step": config.samples_per_step, "slots": config.slots,
-                             "rate": config.rate, "average": config.average,
+                             "rate": config.rate, "average": config.average, "restart": config.restart,
                              "start": {p.name: p.start for p in parametric.params},
                              "bounds": {p.name: [p.lower, p.upper] for p in parametric.params}})
 
@@ -177,16 +181,20 @@ def _nested(counting: CountingPrior, parametric: ParametricProblem, sampler: Any
 def _single(counting: CountingPrior, parametric: ParametricProblem, sampler: Any, config: FitConfig,
             generator: torch.Generator, device: torch.device, dtype: torch.dtype,
             progress: Callable[[float], None] | None = None) -> list[dict[str, Any]]:
-    """Algorithm 3 / 6: a queue of trajectories advanced under the current θ (module docstring)."""
-    n = len(sampler.step_pairs(counting))
+    """Algorithm 3 / 6: a queue of trajectories advanced under the current θ (module docstring); with
+    ``restart`` < 1 the finished trajectories are re-noised and continue as chains (:func:`renoise`)."""
+    pairs = sampler.step_pairs(counting)
+    n = len(pairs)
     slots = min(config.slots, n)
-    per_iteration = -(-n // slots)
+    reentry = restart_step(n, config.restart)
+    per_iteration = -(-(n - reentry) // slots)
     b = config.samples_per_step
     u, trace = parametric.start(), []
     queue: list[list[Any]] = []  # [x, next step]
     while len(trace) < config.steps:
         ctx = sampler.prepare(counting, parametric.at(u), b, device, dtype)  # everything that depends on θ
-        queue.append([sampler.start(counting, ctx, b, generator), 0])
+        if reentry == 0 or len(queue) < slots:  # chains: the queue fills once, then its slots are reused
+            queue.append([sampler.start(counting, ctx, b, generator), 0])
         for slot in queue:
             for _ in range(per_iteration):
                 if slot[1] == n:
@@ -197,4 +205,30 @@ def _single(counting: CountingPrior, parametric: ParametricProblem, sampler: Any
         queue = [slot for slot in queue if slot[1] < n]
         for slot in done:
             u = _update(parametric, u, slot[0].detach().cpu(), config, trace, counting, progress)
+            if reentry:
+                row = trace[-1]
+                drifting = any(abs(g) > RESTART_Z * se
+                               for g, se in zip(row["grad"], row["grad_se"], strict=True))
+                if drifting:  # θ still moves: the chain's memory would hold it back
+                    queue.append([sampler.start(counting, ctx, b, generator), 0])
+                else:
+                    queue.append([renoise(counting, slot[0], pairs[reentry][0], generator), reentry])
     return trace
+
+
+def restart_step(n: int, restart: float) -> int:
+    """The step k* = n − round(restart · n) at which a re-noised chain re-enters (0: restart from noise)."""
+    return 0 if restart >= 1 else min(n - 1, max(1, n - round(restart * n)))
+
+
+def renoise(prior: CountingPrior, x0: Tensor, t: int, generator: torch.Generator | None) -> Tensor:
+    r"""x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε: a finished sample sent back to time t of the sampler's grid.
+
+    If x0 ~ p(x | y, θ) and the sampler from t on were exact, the result would again be a sample of
+    p(x | y, θ): the forward noising of a posterior sample is the posterior's diffused law at t, and the
+    reverse diffusion of the posterior maps it back. So the chain x0 → x_t → x0' leaves p(x | y, θ)
+    invariant and costs only the steps after t; for an approximate sampler (DPS, ΠGDM) it is that sampler
+    started at t from a warm state. This is the continuing dynamics of the seed's Algorithm 2 (a Langevin
+    chain kept across θ updates) carried over to diffusion samplers."""
+    a = prior.schedule.alpha_bar_at(t)
+    return a**0.5 * x0 + (1 - a) ** 0.5 * randn(x0.shape, generator, like=x0)
