@@ -16,6 +16,13 @@ Diffusion: efficient optimization through stochastic sampling* (2024):
   evaluations, as much as a nested step: the gain of the method is that the M trajectories of an
   iteration are independent (one parallel call each on an accelerator, not n sequential ones),
   and that no update waits for a full run.
+* ``single`` with ``restart`` r < 1 (chains): a finished trajectory is not dropped but re-noised to the
+  time of step k* = n − rn of the grid (:func:`renoise`) and continues from there under the new θ, so an
+  update costs r·n·b evaluations instead of n·b, like the seed's Algorithm 2, whose Langevin chain runs on
+  across θ updates. For an exact sampler the re-noise-and-denoise cycle leaves p(x | y, θ) invariant; it
+  mixes more slowly the smaller r is, and a chain remembers the θ it came from, so while the evidence
+  gradient is more than ``RESTART_Z`` SEs from zero (θ still drifting) a chain restarts from noise instead.
+  With ``slots`` = 1 it is one chain (measured: benchmarks/results/fit_gmm_chain/).
 
 Both loops are local ascents: where log p(y | θ) has several maxima (a gain of a lattice-like prior:
 g and 2g explain y almost equally) they end at the maximum of the basin they start in

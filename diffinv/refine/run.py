@@ -229,3 +229,25 @@ def refine(config: RefineConfig, progress: Progress | None = None,
         return result
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def evaluate_folder(out: str | Path, device: str | torch.device = "cpu",
+                    progress: Progress | None = None) -> dict:
+    """Recompute the card figures of a finished refine folder from its recipe (the cache is reused)."""
+    from dataclasses import fields
+
+    from diffinv.priors.loading import load_prior
+    from diffinv.refine.card import evaluate_refined
+    from diffinv.refine.checkpoint import read_refined_card
+
+    out = Path(out)
+    recipe = read_refined_card(out)["training"]["recipe"]
+    names = {f.name for f in fields(RefineConfig)}
+    values = {k: v for k, v in recipe.items() if k in names}
+    if values.get("t_range") is not None:
+        values["t_range"] = tuple(values["t_range"])
+    config = RefineConfig(**values).validate()
+    base = load_prior(config.checkpoint, device=device)
+    data = load_dataset(config.data, base.shape[1], base.shape[0])
+    samples = model_sample_cache(base, config, base_fingerprint(base), torch.device(device), progress, None)
+    return evaluate_refined(out, samples, data, device, config, progress)
