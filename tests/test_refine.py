@@ -24,7 +24,7 @@ from diffinv.priors.analytic import gaussian_prior
 from diffinv.refine.losses import LossSpec, base_eps_error, losses
 from diffinv.refine.potential import MLPConfig, PotentialMLP, correction
 from diffinv.refine.prior import RefinedPrior
-from diffinv.refine.run import RefineConfig, refine
+from diffinv.refine.run import RefineConfig, evaluate_folder, refine
 from diffinv.refine.toy import run_toy
 from diffinv.rng import make_generator
 from tests.tiny_prior import save_tiny_prior
@@ -146,6 +146,9 @@ def test_pipeline_saves_a_prior_loadable_by_name_with_side_by_side_figures(setti
     figures = card["figures"]
     assert len(figures["denoising_mse"]["base"]) == len(figures["denoising_mse"]["refined"]) == 4
     assert len(figures["frechet"]["base"]) == len(figures["frechet"]["refined"]) == 2
+    again = evaluate_folder(root / "tiny-dg")  # recomputed from the card's recipe and the cache: the same
+    assert again["frechet"]["base"] == figures["frechet"]["base"]
+    assert again["frechet"]["refined_minus_base"] == figures["frechet"]["refined_minus_base"]
     monkeypatch.chdir(root)
     prior = load_prior("tiny-dg")
     assert isinstance(prior, RefinedPrior) and prior.t_range == (300, 999)
