@@ -145,15 +145,20 @@ def model_sample_cache(base, config: RefineConfig, fingerprint: str | None, devi
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     total = config.cache_size()
     chunks = []
+    clock = folder / "seconds.json"  # seconds spent drawing each chunk, kept across resumed runs
+    seconds = json.loads(clock.read_text()) if clock.is_file() else {}
     for i in range((total + CACHE_CHUNK - 1) // CACHE_CHUNK):
         path = folder / f"model_{i:04d}.safetensors"
         if not path.is_file():
             if stop is not None and stop():
                 return None
+            started = time.perf_counter()
             x = sample_prior(base, CACHE_CHUNK, num_steps=config.sample_steps, eta=1.0,
                              generator=make_generator(config.seed + 1000 + i, device), device=device)
             save_file({"x": x.float().cpu().contiguous()}, str(path.with_suffix(".tmp")))
             path.with_suffix(".tmp").replace(path)
+            seconds[str(i)] = round(time.perf_counter() - started, 1)
+            clock.write_text(json.dumps(seconds) + "\n")
         chunks.append(load_file(str(path))["x"])
         if progress is not None:
             progress("samples", min((i + 1) * CACHE_CHUNK, total), total, {})
@@ -184,11 +189,11 @@ def refine(config: RefineConfig, progress: Progress | None = None,
         channels, size = base.shape[0], base.shape[1]
         data = load_dataset(config.data, size, channels)
         fingerprint = base_fingerprint(base)
-        started = time.perf_counter()
         samples = model_sample_cache(base, config, fingerprint, device, progress, stop)
         if samples is None:
             return RefineResult(0, {}, 0.0, out, 0, None)
-        sample_seconds = time.perf_counter() - started
+        clock = out / CACHE_DIR / "seconds.json"
+        sample_seconds = sum(json.loads(clock.read_text()).values()) if clock.is_file() else None
         arch = default_architecture(tuple(base.shape), config.width)
         net = init_weights(build_potential(arch), make_generator(config.seed + 7)).to(device)
 
@@ -217,7 +222,7 @@ def refine(config: RefineConfig, progress: Progress | None = None,
                 "weighting": config.weighting,
                 "image_size": size, "channels": channels,
                 "training": {"steps": trainer.step, "seconds": round(trainer.seconds, 1),
-                             "sample_seconds": round(sample_seconds, 1),
+                             "sample_seconds": None if sample_seconds is None else round(sample_seconds, 1),
                              "model_samples": int(samples.shape[0]),
                              "log_columns": ["step", *sorted(trainer.last), "seconds"],
                              "log": trainer.log, "recipe": config.to_dict()},
