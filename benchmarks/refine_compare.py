@@ -68,7 +68,8 @@ def main() -> None:
              f"Loss `{card['loss']}`" + (f" (γ = {card['gamma']})" if card["loss"] == "mse+ce" else "") +
              f", correction applied for t ∈ [{card['t_range'][0]}, {card['t_range'][1]}], "
              f"{card['correction']['parameters']} parameters, {card['training']['steps']} steps "
-             f"({card['training']['seconds']} s training + {card['training'].get('sample_seconds')} s of base "
+             f"({card['training']['seconds']} s training + "
+             f"{card['training'].get('sample_seconds')} s of base "
              "samples on the CPU). Recipe: `training.recipe` in the card.", ""]
     if fig:
         d, f = fig["denoising_mse"], fig["frechet"]
