@@ -21,10 +21,10 @@ from pathlib import Path
 
 def paired(base: list[dict], refined: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (problem, method): mean PSNR of each prior, the paired difference and its SE over images."""
-    index = {(r["problem"], r["method"], r["image"]): r for r in base}
+    index = {(r["problem"], r["method"], r["image"]): r for r in base if r["nfe_forward"] > 0}
+    mine = {(r["problem"], r["method"], r["image"]): r for r in refined}  # shards may repeat a record
     groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
-    for r in refined:
-        key = (r["problem"], r["method"], r["image"])
+    for key, r in sorted(mine.items()):
         if key in index:
             groups.setdefault(key[:2], []).append((index[key], r))
     rows = {}
@@ -90,7 +90,9 @@ def main() -> None:
     lines += ["## Posterior-mean PSNR, base vs refined (paired: same images, observations and seeds)", "",
               f"{info.get('num_samples', 4)} samples per image, presets of problems/*.yaml, "
               f"{info.get('device', '?')}, {info.get('threads', '?')} thread(s). 'better'/'worse': the "
-              "paired difference is more than 2 SE from 0; else 'level'.", "",
+              "paired difference is more than 2 SE from 0; else 'level'. Seconds are wall clock with the CPU "
+              "shared by other jobs (differently in the two runs), not a cost measurement: both priors make the "
+              "same network evaluations, and the correction's own cost is inside each one.", "",
               "| problem | sampler | images | base | refined | refined − base | verdict | "
               "s/image base → refined |",
               "|---|---|---|---|---|---|---|---|"]
