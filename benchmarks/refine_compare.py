@@ -91,8 +91,8 @@ def main() -> None:
               f"{info.get('num_samples', 4)} samples per image, presets of problems/*.yaml, "
               f"{info.get('device', '?')}, {info.get('threads', '?')} thread(s). 'better'/'worse': the "
               "paired difference is more than 2 SE from 0; else 'level'. Seconds are wall clock with the CPU "
-              "shared by other jobs (differently in the two runs), not a cost measurement: both priors make the "
-              "same network evaluations, and the correction's own cost is inside each one.", "",
+              "shared by other jobs (differently in the two runs), not a cost measurement: both priors make "
+              "the same network evaluations, and the correction's own cost is inside each one.", "",
               "| problem | sampler | images | base | refined | refined − base | verdict | "
               "s/image base → refined |",
               "|---|---|---|---|---|---|---|---|"]
