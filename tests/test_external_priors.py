@@ -64,7 +64,8 @@ def tiny(tmp_path_factory):
 
 
 def test_registry_lists_every_format():
-    assert list(FORMATS) == ["diffinv", "diffusers", "adm"]
+    # refined first: its folder also holds a card.json
+    assert list(FORMATS) == ["refined", "diffinv", "diffusers", "adm"]
 
 
 @pytest.mark.parametrize("name", ["tiny.pt", "tiny.safetensors"])
