@@ -68,9 +68,10 @@ def main() -> None:
              f"Loss `{card['loss']}`" + (f" (γ = {card['gamma']})" if card["loss"] == "mse+ce" else "") +
              f", correction applied for t ∈ [{card['t_range'][0]}, {card['t_range'][1]}], "
              f"{card['correction']['parameters']} parameters, {card['training']['steps']} steps "
-             f"({card['training']['seconds']} s training + "
-             f"{card['training'].get('sample_seconds')} s of base "
-             "samples on the CPU). Recipe: `training.recipe` in the card.", ""]
+             f"({card['training']['seconds']} s training on the CPU; "
+             + (f"{card['training']['sample_seconds']} s of cached base samples" if
+                card['training'].get('sample_seconds') is not None else "cached base samples not timed") +
+             "). Recipe: `training.recipe` in the card.", ""]
     if fig:
         d, f = fig["denoising_mse"], fig["frechet"]
         lines += ["## Card figures (base and refined side by side)", "",
