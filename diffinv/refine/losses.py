@@ -123,6 +123,7 @@ def losses(net, base: DiffusionPrior, spec: LossSpec, x0: Tensor, x0_model: Tens
     times, sizes, rows = draw_times(spec, x0.shape[0], generator)
     x_t, eps = diffuse(x0, rows, alpha_bar, generator)
     out: dict[str, Tensor] = {}
+    scale = (1 - alpha_bar[rows].to(x0)).sqrt().view(-1, *([1] * (x0.ndim - 1)))  # √(1−ᾱ) per row
     rows = rows.to(x0.device)
     ell_data = None
     if spec.uses_mse:
@@ -131,7 +132,6 @@ def losses(net, base: DiffusionPrior, spec: LossSpec, x0: Tensor, x0_model: Tens
             base_eps = torch.cat([base.denoise(b, t).eps for b, t in zip(blocks, times, strict=True)])
         x_in = x_t.detach().requires_grad_(True)
         ell_data, c = correction(net, x_in, rows, create_graph=True)
-        scale = (1 - alpha_bar[rows].to(x0)).sqrt().view(-1, *([1] * (x0.ndim - 1)))
         per_row = (base_eps - scale * c - eps).pow(2).flatten(1).mean(1)
         if spec.weighting == "relative":
             if eps_error is None:
