@@ -180,6 +180,8 @@ def test_changed_base_and_bad_out_are_refused(setting):
         load_prior(root / "c")
     with pytest.raises(ValueError, match="holds another prior"):
         refine(config(root, images, out=str(root / "tiny2")))
+    with pytest.raises(ValueError, match="not a refine run"):
+        refine(config(root, images, out=str(images)))  # a user's folder of images is never written into
 
 
 def test_cli_refine_one_line_errors_and_run(setting):

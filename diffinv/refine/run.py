@@ -119,6 +119,9 @@ def check_out(config: RefineConfig, base_folder: Path | None) -> Path:
         raise ValueError(f"out: {out} is a file; expected a folder for the refined prior")
     if base_folder is not None and out.resolve() == base_folder.resolve():
         raise ValueError(f"out: {out} is the base prior's own folder; choose another --out")
+    ours = {CACHE_DIR, "state", CARD_FILE, "model.safetensors", "samples"}
+    if out.is_dir() and any(out.iterdir()) and not {p.name for p in out.iterdir()} <= ours:
+        raise ValueError(f"out: {out} is a non-empty folder that is not a refine run; choose another --out")
     card = out / CARD_FILE
     if card.is_file():
         try:
