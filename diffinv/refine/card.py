@@ -30,7 +30,6 @@ from diffinv.evaluation.denoising import denoising_errors, fit_gaussian
 from diffinv.evaluation.features import embed, pooled_pixels, train_classifier
 from diffinv.evaluation.grid import save_grid
 from diffinv.rng import make_generator
-from diffinv.sampling import sample_prior
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -41,13 +40,11 @@ def draw_like_cache(prior, config, total: int, device, progress=None) -> torch.T
     """``total`` DDPM samples drawn exactly as the base's cache
     (:func:`diffinv.refine.run.model_sample_cache`): chunk i of 250 from seed ``seed + 1000 + i``, so
     sample j of two priors shares all its noise."""
-    from diffinv.refine.run import CACHE_CHUNK
+    from diffinv.refine.run import CACHE_CHUNK, draw_chunk
 
     chunks = []
     for i in range((total + CACHE_CHUNK - 1) // CACHE_CHUNK):
-        chunks.append(sample_prior(prior, CACHE_CHUNK, num_steps=config.sample_steps, eta=1.0,
-                                   generator=make_generator(config.seed + 1000 + i, device),
-                                   device=device).cpu())
+        chunks.append(draw_chunk(prior, config, i, device).cpu())
         if progress is not None:
             progress("evaluate", min((i + 1) * CACHE_CHUNK, total), total, {})
     return torch.cat(chunks)[:total]

@@ -134,6 +134,13 @@ def check_out(config: RefineConfig, base_folder: Path | None) -> Path:
     return out
 
 
+def draw_chunk(prior, config: RefineConfig, i: int, device) -> torch.Tensor:
+    """Chunk i of the cache: ``CACHE_CHUNK`` DDPM samples from seed ``seed + 1000 + i`` (any prior, so a
+    refined prior's chunk i shares all its noise with the base's)."""
+    return sample_prior(prior, CACHE_CHUNK, num_steps=config.sample_steps, eta=1.0,
+                        generator=make_generator(config.seed + 1000 + i, device), device=device)
+
+
 def model_sample_cache(base, config: RefineConfig, fingerprint: str | None, device: torch.device,
                        progress: Progress | None, stop: Callable[[], bool] | None) -> torch.Tensor | None:
     """The cached base samples (n, *shape) on the CPU; None if interrupted by ``stop``."""
@@ -156,8 +163,7 @@ def model_sample_cache(base, config: RefineConfig, fingerprint: str | None, devi
             if stop is not None and stop():
                 return None
             started = time.perf_counter()
-            x = sample_prior(base, CACHE_CHUNK, num_steps=config.sample_steps, eta=1.0,
-                             generator=make_generator(config.seed + 1000 + i, device), device=device)
+            x = draw_chunk(base, config, i, device)
             save_file({"x": x.float().cpu().contiguous()}, str(path.with_suffix(".tmp")))
             path.with_suffix(".tmp").replace(path)
             seconds[str(i)] = round(time.perf_counter() - started, 1)
