@@ -46,15 +46,18 @@ DEEPINV = ("deepinv-ddrm", "deepinv-dps", "deepinv-diffpir")
 def options_for_budget(method: str, budget: int) -> dict:
     """Options that spend about ``budget`` evaluations per sample (forward + backward).
 
-    dps, ΠGDM: B/2 steps of 1 forward + 1 backward. DDRM: B steps. DCPS: 3 blocks with M = 2 Langevin
-    steps (2 evaluations each) and K = 1 gradient step per kernel (3 evaluations per grid step), so
-    13 + 3·steps. MCGDiff: 64 particles per filter and 16 samples drawn from each, 4·steps per sample.
+    dps, ΠGDM: B/2 steps of 1 forward + 1 backward. DDRM: B steps. DCPS: 3 blocks; below B = 500, M = 2
+    Langevin steps (2 evaluations each) and K = 1 gradient step per kernel (3 evaluations per grid step),
+    so 13 + 3·steps; from B = 500 the preset's M = 5 and K = 2, so 31 + 5·steps (the preset's 300 steps
+    are B ≈ 1 500). MCGDiff: 64 particles per filter and 16 samples drawn from each, 4·steps per sample.
     """
     if method in ("dps", "pgdm"):
         return {"num_steps": max(2, budget // 2)}
     if method == "ddrm":
         return {"num_steps": max(2, budget)}
     if method == "dcps":
+        if budget >= 500:
+            return {"num_blocks": 3, "langevin_steps": 5, "gradient_steps": 2, "num_steps": (budget - 31) // 5}
         return {"num_blocks": 3, "langevin_steps": 2, "gradient_steps": 1,
                 "num_steps": max(3, (budget - 13) // 3)}
     if method == "mcgdiff":
@@ -201,12 +204,49 @@ def summary(records: list[dict]) -> list[dict]:
     return rows
 
 
+def versus(records: list[dict], reference: tuple[str, int] = ("deepinv-ddrm", 100),
+           cap: float = 100) -> list[str]:
+    """Per problem: the best diffinv method at ≤ ``cap`` evaluations per sample (by mean PSNR4) against
+    ``reference``, paired over the images both ran on (difference ± SE), with both coverages."""
+    lines = []
+    for problem in dict.fromkeys(r["problem"] for r in records):
+        ref = {r["image"]: r for r in records if r["problem"] == problem
+               and (r["method"], r["budget"]) == reference}
+        if not ref:
+            continue
+        best = None
+        for key in dict.fromkeys((r["method"], r["budget"]) for r in records if r["problem"] == problem
+                                 and r["method"] in DIFFINV and r["nfe_forward"] + r["nfe_backward"] <= cap):
+            sel = {r["image"]: r for r in records
+                   if r["problem"] == problem and (r["method"], r["budget"]) == key}
+            common = sorted(set(sel) & set(ref))
+            if common and (best is None or np.mean([sel[i]["psnr4"] for i in common]) > best[0]):
+                best = (np.mean([sel[i]["psnr4"] for i in common]), key, sel, common)
+        if best is None:
+            continue
+        _, (method, budget), sel, common = best
+        d = np.array([sel[i]["psnr4"] - ref[i]["psnr4"] for i in common])
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        cov = np.mean([sel[i]["coverage"] for i in common])
+        cov_ref = np.mean([ref[i]["coverage"] for i in common])
+        mine = np.mean([sel[i]["psnr4"] for i in common])
+        lines.append(f"| {problem} | {method} (B = {budget}) | {mine:.2f} | "
+                     f"{np.mean([ref[i]['psnr4'] for i in common]):.2f} | {d.mean():+.2f} ± {se:.2f} | "
+                     f"{cov:.3f} / {cov_ref:.3f} | {len(common)} |")
+    if not lines:
+        return []
+    return [f"## Best diffinv sampler at ≤ {cap:.0f} evaluations per sample against {reference[0]} "
+            f"(B = {reference[1]})", "",
+            "| problem | diffinv's best | its PSNR4 | reference PSNR4 | paired difference ± SE | coverage "
+            "(diffinv / reference) | images |", "|---|---|---|---|---|---|---|", *lines, ""]
+
+
 def write(out: Path, records: list[dict], meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = summary(records)
     (out / "psnr_nfe.json").write_text(json.dumps({"info": meta, "summary": rows, "records": records},
                                                   indent=1) + "\n")
-    (out / "psnr_nfe.md").write_text(render(rows, meta))
+    (out / "psnr_nfe.md").write_text(render(rows, meta) + "\n".join(versus(records)))
     if rows:
         draw_curves(rows, out / "psnr_nfe.png", y="psnr4", label="PSNR of the 4-sample mean (dB)")
         draw_curves(rows, out / "coverage_nfe.png", y="coverage", label="coverage of the 90% interval",

@@ -31,7 +31,7 @@ def image_prior():
 
 
 @pytest.mark.parametrize("sampler", DIFFINV)
-@pytest.mark.parametrize("budget", [40, 100])
+@pytest.mark.parametrize("budget", [40, 100, 600])
 def test_budget_options_spend_about_the_budget(sampler, budget):
     """Measured forward + backward evaluations per sample within [0.5, 1.1] × the budget."""
     prior = image_prior()
