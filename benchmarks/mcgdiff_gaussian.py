@@ -43,7 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--problems", default="inpaint_box,sr4,deblur_gauss")
+    parser.add_argument("--problems", default="inpaint_box,sr4,deblur_gauss",
+                        help="preset names; PRESET@S sets operator.size = S (e.g. inpaint_box@0.75)")
     parser.add_argument("--samplers", default="exact,mcgdiff,mcgdiff:1024,pgdm,ddrm",
                         help="NAME or mcgdiff:N (N particles per filter instead of the preset's)")
     parser.add_argument("--threads", type=int, default=1)
@@ -56,20 +57,22 @@ def main() -> None:
     test = data.test[: args.images].double() / 255.0
     records, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for problem in args.problems.split(","):
+        for problem_spec in args.problems.split(","):
+            problem, _, size = problem_spec.partition("@")  # inpaint_box@0.75: a hole of 3/4 the side
+            sized = {"operator.size": float(size)} if size else {}
             for i, image in enumerate(test):
                 path = Path(tmp) / f"{i}.npy"
                 np.save(path, image.numpy())
                 for spec in args.samplers.split(","):
                     sampler, _, n = spec.partition(":")
-                    over = {"mcgdiff.num_particles": int(n)} if n else {}
+                    over = {**sized, **({"mcgdiff.num_particles": int(n)} if n else {})}
                     for k in (4, 16) if sampler != "mcgdiff" else (4,):
                         session = Session.build(SolveConfig(image="", problem=problem, sampler=sampler,
                                                             simulate=True, device="cpu", num_samples=k,
                                                             overrides=over), prior)
                         job = session.job(str(path), seed=i)
                         (res,) = session.run([job])
-                        rec = {"problem": problem, "image": i, "sampler": spec, "num_samples": k,
+                        rec = {"problem": problem_spec, "image": i, "sampler": spec, "num_samples": k,
                                "warnings": res.metrics["warnings"],
                                "psnr4": psnr(res.samples[:4].mean(0), job.truth),
                                "coverage": coverage(res.samples, job.truth, 0.9) if k >= 16 else None,
@@ -81,8 +84,8 @@ def main() -> None:
                             mean = units.to_pixels(post.mean().reshape(job.truth.shape)).clamp(0, 1)
                             rec["psnr_exact_mean"] = psnr(mean, job.truth)
                         records.append(rec)
-                        print(f"{problem} {i} {sampler} k={k}: PSNR4 {rec['psnr4']:.2f}", file=sys.stderr,
-                              flush=True)
+                        print(f"{problem_spec} {i} {spec} k={k}: PSNR4 {rec['psnr4']:.2f}",
+                              file=sys.stderr, flush=True)
             write(Path(args.out), records, args, time.perf_counter() - start)
 
 

@@ -57,7 +57,8 @@ def options_for_budget(method: str, budget: int) -> dict:
         return {"num_steps": max(2, budget)}
     if method == "dcps":
         if budget >= 500:
-            return {"num_blocks": 3, "langevin_steps": 5, "gradient_steps": 2, "num_steps": (budget - 31) // 5}
+            return {"num_blocks": 3, "langevin_steps": 5, "gradient_steps": 2,
+                    "num_steps": (budget - 31) // 5}
         return {"num_blocks": 3, "langevin_steps": 2, "gradient_steps": 1,
                 "num_steps": max(3, (budget - 13) // 3)}
     if method == "mcgdiff":
