@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--problems", default="inpaint_box,sr4,deblur_gauss",
                         help="preset names; PRESET@S sets operator.size = S (e.g. inpaint_box@0.75)")
     parser.add_argument("--samplers", default="exact,mcgdiff,mcgdiff:1024,pgdm,ddrm",
-                        help="NAME or mcgdiff:N (N particles per filter instead of the preset's)")
+                        help="NAME, or mcgdiff:N / tds:N (N particles per filter instead of the preset's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/mcgdiff_inpainting/gaussian")
     args = parser.parse_args()
@@ -65,8 +65,8 @@ def main() -> None:
                 np.save(path, image.numpy())
                 for spec in args.samplers.split(","):
                     sampler, _, n = spec.partition(":")
-                    over = {**sized, **({"mcgdiff.num_particles": int(n)} if n else {})}
-                    for k in (4, 16) if sampler != "mcgdiff" else (4,):
+                    over = {**sized, **({f"{sampler}.num_particles": int(n)} if n else {})}
+                    for k in (4, 16) if sampler not in ("mcgdiff", "tds") else (4,):
                         session = Session.build(SolveConfig(image="", problem=problem, sampler=sampler,
                                                             simulate=True, device="cpu", num_samples=k,
                                                             overrides=over), prior)

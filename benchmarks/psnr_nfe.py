@@ -272,10 +272,10 @@ def render(rows: list[dict], meta: dict) -> str:
     lines += ["Figures: `psnr_nfe.png` (PSNR4 against evaluations), `coverage_nfe.png` (coverage).", ""]
     for problem in dict.fromkeys(r["problem"] for r in rows):
         lines += [f"## {problem}", "",
-                  f"| method | budget | evals fwd + bwd | PSNR4 | PSNR{meta['num_samples']} "
-                  "| per-sample | coverage | sd | s / image |", "|---|---|---|---|---|---|---|---|---|"]
+                  f"| method | budget | images | evals fwd + bwd | PSNR4 | PSNR{meta['num_samples']} "
+                  "| per-sample | coverage | sd | s / image |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in [r for r in rows if r["problem"] == problem]:
-            lines.append(f"| {r['method']} | {r['budget']} | "
+            lines.append(f"| {r['method']} | {r['budget']} | {r['images']} | "
                          f"{r['nfe_forward']:.0f} + {r['nfe_backward']:.0f} | "
                          f"{r['psnr4']:.2f} ± {r['psnr4_se']:.2f} | {r['psnr_all']:.2f} | "
                          f"{r['psnr_sample_mean']:.2f} | {r['coverage']:.3f} | {r['std_mean']:.4f} | "
