@@ -15,8 +15,22 @@ Each step t → s (σ_s < σ_t), with x̄̂0 = Vᵀ x̂0(√ᾱ_t V x̄_t, t) an
     observed, σ_s ≥ σ_y/s_i:    x̄_{s,i} = (1−η_b) x̄̂0_i + η_b ȳ_i/s_i + √(σ_s² − η_b² σ_y²/s_i²) z_i
 
 The last step goes to the clean pseudo-time (σ = 0): x̄ = x̄̂0 except observed coordinates of a
-noiseless problem, which take ȳ_i/s_i. Defaults: η = 0.85, η_b = 1 (the DPS-paper baseline,
-"η_A = η_C = 0.85, η_B = 1" in the DDRM code's names), 20 steps. No gradients: n forward evaluations
+noiseless problem, which take ȳ_i/s_i.
+
+Uninformative coordinates (a deliberate deviation from the paper, as in the official code): a coordinate
+whose observation noise σ_y/s_i exceeds ``max_noise_ratio`` times the half-width of the prior's value range
+is treated as unobserved. The paper keeps every s_i > 0 in the "σ_s < σ_y/s_i" branch, where the update
+follows the *fixed* noise ε_i of ȳ_i/s_i = x̄_{0,i} + (σ_y/s_i) ε_i instead of the model's own noise
+estimate; with a blur's hundreds of tiny s_i that fixed direction is re-applied at every step, and the
+samples degrade as steps are added (measured with an exact Gaussian image prior on deblur_gauss, η = 0.5:
+PSNR of the 4-sample mean 20.5 / 17.9 / 16.1 dB at 20 / 100 / 300 steps without the cut, 21.5 / 21.3 / 21.3
+with it, coverage 0.58–0.48 against 0.84–0.86; ``benchmarks/ddrm_cut.py``, results in
+``benchmarks/results/ddrm_cut/``). Kawar et al.'s code zeroes the 1-D blur singular values below
+0.03; deepinv drops s_i ≤ σ_y; here the cut is on the noise-to-signal ratio in the prior's units, and
+priors without a value range (the analytic ones) keep every coordinate, as in the paper.
+
+Defaults: η = 0.85, η_b = 1 (the DPS-paper baseline, "η_A = η_C = 0.85, η_B = 1" in the DDRM code's
+names), 20 steps, max_noise_ratio = 1. No gradients: n forward evaluations
 per sample.
 
 Notation: ``sig_t`` σ_t (VE), ``y_over_s`` ȳ/s, ``noise_over_s`` σ_y/s_i, ``x_bar`` x̄_t.
@@ -46,9 +60,10 @@ class DDRMConfig:
     num_steps: int = 20
     eta: float = 0.85
     eta_b: float = 1.0
+    max_noise_ratio: float = 1.0  # σ_y/s_i above this × the value range's half-width: unobserved
 
     def __post_init__(self) -> None:
-        check_options(self, positive=("num_steps",), unit=("eta", "eta_b"))
+        check_options(self, positive=("num_steps",), nonnegative=("max_noise_ratio",), unit=("eta", "eta_b"))
 
 
 def _ve_sigma(alpha_bar: float) -> float:
@@ -70,9 +85,13 @@ class DDRMSampler(Sampler):
         y, sched = problem.to(device, dtype), prior.schedule
         d, sigma_y, rows = op.in_dim, problem.sigma_y, problem.num_items * num_samples
         spec = SpectralView.of(problem.operator, problem.observations()).rows(num_samples).to(device)
-        observed = spec.observed  # (d,)
-        y_over_s = spec.y_over_s.to(dtype)  # (B·k or 1, d) ȳ_i / s_i
         noise_over_s = spec.noise_over_s(sigma_y).to(dtype)  # (d,) σ_y / s_i on observed coordinates
+        value_range = getattr(prior, "value_range", None)
+        observed = spec.observed  # (d,)
+        if value_range is not None:  # uninformative coordinates are unobserved (module docstring)
+            half_width = (float(value_range[1]) - float(value_range[0])) / 2
+            observed = observed & (noise_over_s <= cfg.max_noise_ratio * half_width)
+        y_over_s = torch.where(observed, spec.y_over_s.to(dtype), torch.zeros((), dtype=dtype, device=device))
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
 
         def draw() -> Tensor:
