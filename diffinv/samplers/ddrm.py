@@ -51,6 +51,7 @@ from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.schedules import grid_pairs, timestep_grid
+from diffinv.units import PixelUnits
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,11 @@ class DDRMSampler(Sampler):
         d, sigma_y, rows = op.in_dim, problem.sigma_y, problem.num_items * num_samples
         spec = SpectralView.of(problem.operator, problem.observations()).rows(num_samples).to(device)
         noise_over_s = spec.noise_over_s(sigma_y).to(dtype)  # (d,) σ_y / s_i on observed coordinates
-        value_range = getattr(prior, "value_range", None)
         observed = spec.observed  # (d,)
-        if value_range is not None:  # uninformative coordinates are unobserved (module docstring)
-            half_width = (float(value_range[1]) - float(value_range[0])) / 2
+        if getattr(prior, "value_range", None) is not None:  # uninformative ones are unobserved (docstring)
+            half_width = PixelUnits.of(prior).width / 2
             observed = observed & (noise_over_s <= cfg.max_noise_ratio * half_width)
-        y_over_s = torch.where(observed, spec.y_over_s.to(dtype), torch.zeros((), dtype=dtype, device=device))
+        y_over_s = spec.y_over_s.to(dtype)  # (B·k or 1, d) ȳ_i / s_i; read only where observed
         grid = timestep_grid(sched.num_timesteps, cfg.num_steps)
 
         def draw() -> Tensor:
