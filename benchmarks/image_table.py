@@ -117,6 +117,7 @@ def merge(args) -> None:
     records = sorted(unique.values(), key=lambda r: r["image"])
     info = dict(shards[0]["machine"])
     info["shards"] = [sh["machine"]["command"] for sh in shards]
+    info["shard_devices"] = [sh["machine"]["device"] for sh in shards]
     info["total_seconds"] = max(sh["machine"]["total_seconds"] for sh in shards)
     info["command"] = "python benchmarks/image_table.py " + " ".join(sys.argv[1:])
     write(Path(args.out), records, info)
@@ -145,8 +146,9 @@ def render(records: list[dict], info: dict) -> str:
     if "shards" in info:
         lines += [f"Merged from {len(info['shards'])} shard runs, several at a time on one device (so "
                   "seconds per image include that sharing); a later shard's records replace an earlier "
-                  "one's:", ""]
-        lines += [f"- `{c}`" for c in info["shards"]] + [""]
+                  "one's, and a row's seconds are from its shard's device:", ""]
+        devices = info.get("shard_devices", [info["device"]] * len(info["shards"]))
+        lines += [f"- `{c}` ({d})" for c, d in zip(info["shards"], devices, strict=True)] + [""]
     for problem in dict.fromkeys(r["problem"] for r in records):
         rows = [r for r in records if r["problem"] == problem]
         lines += [f"## {problem}", "",

@@ -15,6 +15,14 @@ zero where s_i = 0, pitfall S9) and conjugate gradients on A Aᵀ + λ I otherwi
 is the one of the NVIDIA RED-diff code (``awd``), azula and DCPS / MGPS; σ_y is used (unlike RED-diff,
 S10). Cost: 1 forward + 1 backward per step. The last step (0 → clean) returns x̂0 + w √ᾱ_0 g_0.
 
+Steps and weight are coupled: the weight √ᾱ_s√ᾱ_t does not shrink with the step (the guided score's
+DDIM step would move the sample by w g_t (√ᾱ_s/√ᾱ_t − c_x), which does), so each added step adds
+guidance. On deblur_gauss the 4-sample-mean PSNR falls from 50 to 150 steps at w = 1 (exact Gaussian
+prior 21.17 → 19.53 dB, fashion32 24.86 → 21.61) and holds at w = 1/3 (20.88, 24.67)
+(``benchmarks/steps_sweep.py --sampler pgdm --vary weight=1,0.333``, ``benchmarks/results/steps_sweep/``);
+the score-consistent step itself diverges here, since with r_t² = 1 − ᾱ_t it is 10⁴× larger at high noise.
+Presets set w for their step count.
+
 Notation: ``lam`` σ_y²/r_t², ``weight`` w, ``v`` Aᵀ(A Aᵀ + λ I)⁻¹(y − A x̂0), ``g`` g_t.
 """
 
