@@ -4,9 +4,12 @@
 
 Runs every candidate of :data:`CANDIDATES` (on top of ``psnr_nfe.options_for_budget``) on ``--images``
 images of the *training* split (never the held-out test images of the image table), 16 samples each.
-Rule: among the candidates whose mean coverage of the 90 % interval is at least ``--min-coverage``, the
-one with the highest mean PSNR of the 16-sample posterior mean; if none reaches it, the best-covering
-one (so that a sharper but over-confident setting never wins on PSNR alone). Writes
+Rule (:func:`choose`): among the candidates whose mean PSNR of the 16-sample posterior mean is within
+``--psnr-tolerance`` dB of the best candidate's, the one whose mean coverage of the 90 % interval is
+closest to 0.90. So a setting trades at most that much PSNR for calibration, and a diverging setting,
+whose scattered samples cover the truth, cannot win on coverage. (The first rule, the best PSNR among
+candidates with coverage ≥ 0.75 and otherwise the best-covering one, picked DPS settings 3–6 dB below
+the best on sr4 and deblur_gauss, seen in the 20-image table.) Writes
 tune_presets.{md,json} into --out and, with ``--write``, the chosen options into each
 problems/PROBLEM.yaml (the sampler's line, with a comment giving the rule's numbers) for the samplers of
 ``--write-samplers``. DCPS is tuned and reported but keeps its preset: at 100 evaluations per sample it
@@ -52,7 +55,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="training images 0 .. N-1")
     parser.add_argument("--problems", default="sr4,inpaint_box,deblur_gauss")
     parser.add_argument("--samplers", default=",".join(CANDIDATES))
-    parser.add_argument("--min-coverage", type=float, default=0.75)
+    parser.add_argument("--psnr-tolerance", type=float, default=0.5,
+                        help="dB of PSNR16 a candidate may give up for coverage nearer 0.90")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/tune_presets")
     parser.add_argument("--write", action="store_true", help="write the chosen options into problems/*.yaml")
@@ -86,9 +90,11 @@ def main() -> None:
     finish(args, records, time.perf_counter() - start)
 
 
-def choose(rows: list[dict], min_coverage: float) -> dict:
-    ok = [r for r in rows if r["coverage"] >= min_coverage]
-    return max(ok, key=lambda r: r["psnr_all"]) if ok else max(rows, key=lambda r: r["coverage"])
+def choose(rows: list[dict], tolerance: float, target: float = 0.9) -> dict:
+    """The row with coverage nearest ``target`` among those within ``tolerance`` dB of the best PSNR16."""
+    best = max(r["psnr_all"] for r in rows)
+    near = [r for r in rows if r["psnr_all"] >= best - tolerance]
+    return min(near, key=lambda r: (abs(r["coverage"] - target), -r["psnr_all"]))
 
 
 def finish(args, records: list[dict], seconds: float) -> None:
@@ -105,21 +111,22 @@ def finish(args, records: list[dict], seconds: float) -> None:
                 cands.append({"problem": problem, "sampler": sampler, "options": json.loads(opts),
                               "images": len(sel), **{k: float(np.mean([r[k] for r in sel]))
                                                      for k in ("psnr4", "psnr_all", "coverage", "nfe")}})
-            best = choose(cands, args.min_coverage)
+            best = choose(cands, args.psnr_tolerance)
             for c in cands:
                 c["chosen"] = c is best
             rows += cands
             chosen[problem, sampler] = best
     command = "python benchmarks/tune_presets.py " + " ".join(sys.argv[1:])
     (out / "tune_presets.json").write_text(json.dumps({"command": command, "seconds": seconds,
-                                                       "min_coverage": args.min_coverage, "rows": rows,
+                                                       "psnr_tolerance": args.psnr_tolerance, "rows": rows,
                                                        "records": records}, indent=1) + "\n")
     lines = ["# Image presets tuned on training images", "",
              f"`{command}`: training images of `{args.data}` (never the image table's test images), "
-             f"16 samples each, budget {args.budget} evaluations per sample (forward + backward). Rule: the "
-             "highest mean PSNR of the 16-sample mean among candidates with mean coverage ≥ "
-             f"{args.min_coverage}, else the "
-             "best-covering candidate. Chosen rows are bold; they are what problems/*.yaml holds.", "",
+             f"16 samples each, budget {args.budget} evaluations per sample (forward + backward). Rule: "
+             "among "
+             f"candidates within {args.psnr_tolerance} dB of the best mean PSNR of the 16-sample mean, the "
+             "one with mean coverage nearest 0.90. Chosen rows are bold; they are what problems/*.yaml "
+             "holds.", "",
              "| problem | sampler | options | evals | PSNR4 | PSNR16 | coverage |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
