@@ -74,3 +74,35 @@ def test_svd_physics_reproduces_the_operator(name):
     torch.testing.assert_close(ph.U(ph.U_adjoint(y)), y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ph.V(ph.V_adjoint(x)), x, atol=1e-5, rtol=1e-5)
     assert ph.noise_model == 0.05
+
+
+def test_preset_rule_trades_little_psnr_for_calibration():
+    """tune_presets.choose: coverage nearest 0.90 among candidates within the PSNR tolerance, so a
+    diverging candidate whose scattered samples cover the truth cannot win (the first rule's failure)."""
+    from tune_presets import choose
+
+    rows = [{"name": "sharp", "psnr_all": 23.7, "coverage": 0.71},
+            {"name": "near", "psnr_all": 23.4, "coverage": 0.80},
+            {"name": "diverging", "psnr_all": 19.4, "coverage": 0.97}]
+    assert choose(rows, 0.5)["name"] == "near"
+    assert choose(rows, 0.1)["name"] == "sharp"
+    assert choose(rows, 10.0)["name"] == "diverging"  # the tolerance is the only licence to lose PSNR
+
+
+def test_versus_pairs_images_and_keeps_exact_apart():
+    """psnr_nfe.versus: paired differences over common images; the exact reference never counts as
+    diffinv's best, and gets its own table when asked for."""
+    from psnr_nfe import EXACT, versus
+
+    def rec(method, budget, image, p, nfe=100):
+        return {"problem": "p", "method": method, "budget": budget, "image": image, "psnr4": p,
+                "coverage": 0.8, "nfe_forward": nfe, "nfe_backward": 0}
+
+    records = [rec("deepinv-ddrm", 100, i, 20.0 + i) for i in range(3)]
+    records += [rec("pgdm", 100, i, 20.5 + i) for i in range(3)]
+    records += [rec(EXACT, 20, i, 30.0, nfe=0) for i in range(3)]
+    (row,) = [line for line in versus(records) if line.startswith("| p |")]
+    assert "pgdm" in row and "+0.50 ± 0.00" in row
+    (row,) = [line for line in versus(records, cap=float("inf"), candidates=(EXACT,), label="Exact")
+              if line.startswith("| p |")]
+    assert EXACT in row
