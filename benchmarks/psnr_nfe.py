@@ -253,10 +253,10 @@ def versus(records: list[dict], reference: tuple[str, int] = ("deepinv-ddrm", 10
     if not lines:
         return []
     within = f" at ≤ {cap:.0f} evaluations per sample" if np.isfinite(cap) else ""
-    return [f"## {label}{within} against {reference[0]} "
-            f"(B = {reference[1]})", "",
-            "| problem | diffinv's best | its PSNR4 | reference PSNR4 | paired difference ± SE | coverage "
-            "(diffinv / reference) | images |", "|---|---|---|---|---|---|---|", *lines, ""]
+    who, side = ("diffinv's best", "diffinv") if candidates == DIFFINV else ("method", "method")
+    return [f"## {label}{within} against {reference[0]} (B = {reference[1]})", "",
+            f"| problem | {who} | its PSNR4 | reference PSNR4 | paired difference ± SE | coverage "
+            f"({side} / reference) | images |", "|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def write(out: Path, records: list[dict], meta: dict) -> None:
