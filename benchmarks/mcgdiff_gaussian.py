@@ -31,12 +31,16 @@ from diffinv.priors import gaussian_prior
 from diffinv.units import PixelUnits
 
 
-def fitted_prior(train: torch.Tensor):
-    """N(μ, Σ + 1e-4 I) of the training images (N, C, H, W) on [0, 1], in [−1, 1] units."""
+def fitted_prior(train: torch.Tensor, bounded: bool = False):
+    """N(μ, Σ + 1e-4 I) of the training images (N, C, H, W) on [0, 1], in [−1, 1] units; ``bounded``
+    gives it the images' value range [−1, 1] (so that DDRM's cut and x̂0 clipping apply, as for a network)."""
     x = (2 * train.double() - 1).reshape(train.shape[0], -1)
     mean = x.mean(0)
     cov = torch.cov(x.T) + 1e-4 * torch.eye(x.shape[1], dtype=torch.float64)
-    return gaussian_prior(mean, cov, shape=tuple(train.shape[1:]))
+    prior = gaussian_prior(mean, cov, shape=tuple(train.shape[1:]))
+    if bounded:
+        prior.value_range = (-1.0, 1.0)
+    return prior
 
 
 def main() -> None:

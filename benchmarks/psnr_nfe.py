@@ -153,8 +153,7 @@ def main() -> None:
         from mcgdiff_gaussian import fitted_prior
 
         data = load_dataset(args.data, 32, 1)
-        prior = fitted_prior(data.train.double() / 255.0)
-        prior.value_range = (-1.0, 1.0)  # a prior of [−1, 1] images (DDRM's cut, clipping apply)
+        prior = fitted_prior(data.train.double() / 255.0, bounded=True)
     else:
         prior = load_prior(args.checkpoint)
         c, s, _ = prior.shape

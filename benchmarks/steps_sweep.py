@@ -1,7 +1,7 @@
 """One sampler against its step count, for a few values of one of its options.
 
-    python benchmarks/steps_sweep.py --prior gaussian --sampler pgdm --vary weighting=sample,score \
-        --steps 20,50,100,150
+    python benchmarks/steps_sweep.py --prior gaussian --images 6 --sampler pgdm --vary weight=1,0.333 \
+        --steps 50,150
     python benchmarks/steps_sweep.py --prior fashion32 --split train --sampler ddrm \
         --vary max_noise_ratio=inf,1 --problems deblur_gauss,sr4
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--problems", default="deblur_gauss")
     parser.add_argument("--sampler", default="pgdm")
-    parser.add_argument("--vary", default="weighting=sample,score", help="OPTION=V1,V2,…")
+    parser.add_argument("--vary", default="weight=1,0.333", help="OPTION=V1,V2,…")
     parser.add_argument("--set", default="", help="further overrides, OPTION=V;OPTION=V (sampler's options)")
     parser.add_argument("--steps", default="20,100,300")
     parser.add_argument("--threads", type=int, default=1)
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> None:
              for k, _, v in (item.partition("=") for item in args.set.split(";") if item)}
     data = load_dataset("fashion-mnist", 32, 1)
     if args.prior == "gaussian":
-        prior = fitted_prior(data.train.double() / 255.0)
-        prior.value_range = (-1.0, 1.0)  # a prior of [−1, 1] images (DDRM's cut, clipping apply)
+        prior = fitted_prior(data.train.double() / 255.0, bounded=True)
     else:
         prior = load_prior("fashion32")
     images = getattr(data, args.split)[: args.images].double() / 255.0
