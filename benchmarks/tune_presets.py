@@ -1,6 +1,7 @@
 """Tune each sampler's image preset per problem at a budget of network evaluations, on training images.
 
     python benchmarks/tune_presets.py --budget 100 --images 4 --write
+    python benchmarks/tune_presets.py --start 4 --images 4 --out DIR   # a shard; then --merge …json --write
 
 Runs every candidate of :data:`CANDIDATES` (on top of ``psnr_nfe.options_for_budget``) on ``--images``
 images of the *training* split (never the held-out test images of the image table), 16 samples each.
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="fashion32")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--budget", type=int, default=100)
-    parser.add_argument("--images", type=int, default=4, help="training images 0 .. N-1")
+    parser.add_argument("--images", type=int, default=4, help="N training images from --start")
+    parser.add_argument("--start", type=int, default=0, help="index of the first training image (shards)")
     parser.add_argument("--problems", default="sr4,inpaint_box,deblur_gauss")
     parser.add_argument("--samplers", default=",".join(CANDIDATES))
     parser.add_argument("--psnr-tolerance", type=float, default=0.5,
@@ -70,11 +72,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     prior = load_prior(args.checkpoint)
     c, s, _ = prior.shape
-    train = load_dataset(args.data, s, c).train[: args.images].double() / 255.0
+    train = load_dataset(args.data, s, c).train[args.start: args.start + args.images].double() / 255.0
     runner, records, start = Runner(prior, 16), [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for problem in args.problems.split(","):
-            for i, image in enumerate(train):
+            for i, image in enumerate(train, start=args.start):
                 path = Path(tmp) / f"{i}.npy"
                 np.save(path, image.numpy())
                 base = runner.session(problem, "pgdm", {})
