@@ -1,6 +1,6 @@
 """Tune each sampler's image preset per problem at a budget of network evaluations, on training images.
 
-    python benchmarks/tune_presets.py --budget 100 --images 4 --write
+    python benchmarks/tune_presets.py --budget 100 --images 8 --write
     python benchmarks/tune_presets.py --start 4 --images 4 --out DIR   # a shard; then --merge …json --write
 
 Runs every candidate of :data:`CANDIDATES` (on top of ``psnr_nfe.options_for_budget``) on ``--images``
