@@ -9,7 +9,7 @@ Rule (:func:`choose`): among the candidates whose mean PSNR of the 16-sample pos
 ``--psnr-tolerance`` dB of the best candidate's, the one whose mean coverage of the 90 % interval is
 closest to 0.90. So a setting trades at most that much PSNR for calibration, and a diverging setting,
 whose scattered samples cover the truth, cannot win on coverage. (The first rule, the best PSNR among
-candidates with coverage ≥ 0.75 and otherwise the best-covering one, picked DPS settings 3–6 dB below
+candidates with coverage ≥ 0.75 and otherwise the best-covering one, picked DPS settings 2.5–5 dB below
 the best on sr4 and deblur_gauss, seen in the 20-image table.) Writes
 tune_presets.{md,json} into --out and, with ``--write``, the chosen options into each
 problems/PROBLEM.yaml (the sampler's line, with a comment giving the rule's numbers) for the samplers of
