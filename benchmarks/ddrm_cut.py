@@ -20,20 +20,13 @@ from steps_sweep import main as sweep_main  # noqa: E402
 
 
 def main() -> None:
-    args, ratios, prior, split = [], "inf,1", "gaussian", "test"
-    it = iter(sys.argv[1:])
-    for a in it:
-        if a == "--ratios":
-            ratios = next(it)
-            continue
-        if a in ("--prior", "--split"):
-            value = next(it)
-            prior, split = (value, split) if a == "--prior" else (prior, value)
-            args += [a, value]
-            continue
-        args.append(a)
+    argv, ratios = list(sys.argv[1:]), "inf,1"
+    if "--ratios" in argv:
+        i = argv.index("--ratios")
+        ratios = argv[i + 1]
+        del argv[i: i + 2]
     sweep_main(["--sampler", "ddrm", "--vary", f"max_noise_ratio={ratios}",
-                "--stem", f"ddrm_cut_{prior}_{split}", "--out", "benchmarks/results/ddrm_cut", *args],
+                "--stem", "ddrm_cut_{prior}_{split}", "--out", "benchmarks/results/ddrm_cut", *argv],
                command="python benchmarks/ddrm_cut.py " + " ".join(sys.argv[1:]))
 
 

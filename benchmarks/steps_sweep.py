@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None, command: str | None = None) -> None:
     parser.add_argument("--set", default="", help="further overrides, OPTION=V;OPTION=V (sampler's options)")
     parser.add_argument("--steps", default="20,100,300")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stem", default="", help="file name stem (default: SAMPLER_OPTION_PRIOR_SPLIT)")
+    parser.add_argument("--stem", default="{sampler}_{option}_{prior}_{split}",
+                        help="file name stem; {sampler}, {option}, {prior} and {split} are filled in")
     parser.add_argument("--out", default="benchmarks/results/steps_sweep")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> None:
                  [int(s) for s in args.steps.split(",")], extra)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = args.stem or f"{args.sampler}_{key}_{args.prior}_{args.split}"
+    stem = args.stem.format(sampler=args.sampler, option=key, prior=args.prior, split=args.split)
     given = sys.argv[1:] if argv is None else argv
     command = command or "python benchmarks/steps_sweep.py " + " ".join(given)
     fixed = f" and {args.set}" if args.set else ""
