@@ -59,6 +59,12 @@ def test_grids():
     assert block_boundaries(1000, 3) == [0, 333, 666, 999]
     grid = block_grid(0, 333, 1000)  # more steps than the block length: deduplicated, no repeats
     assert grid[0] == 333 and grid[-1] == 0 and len(grid) == len(set(grid)) == 334
+    assert block_boundaries(1000, 2, (650,)) == [0, 650, 999]
+    with pytest.raises(ValueError, match="boundaries"):
+        block_boundaries(1000, 2, (999,))
+    for bad in ((650,), (700, 650), (0, 500)):  # wrong count for 2 blocks; not increasing; not ≥ 1
+        with pytest.raises(ValueError, match="boundaries"):
+            DCPSSampler(num_blocks=3 if len(bad) == 2 else 1, boundaries=bad)
 
 
 @pytest.fixture(scope="module")

@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from diffinv.mcmc.langevin import tamed_ula_step
+from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
-from diffinv.samplers.guidance import guided_denoise
+from diffinv.samplers.guidance import MeasurementFit, guided_denoise
 from diffinv.samplers.variational import fit_gaussian_kernel
 from diffinv.schedules import CLEAN, bridge_coefficients, eps_to_score
 
@@ -53,17 +54,31 @@ class DCPSConfig:
     gamma: float = 1e-3
     gradient_steps: int = 2
     lr: float = 1.5
+    boundaries: tuple[int, ...] | None = None  # interior block ends k_1 < … < k_{L−1}; None: uniform
+    ula_variance: Literal["sigma_y", "predictive"] = "sigma_y"
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_blocks", "num_steps", "gradient_steps"),
-                      nonnegative=("langevin_steps", "gamma", "lr"))
+                      nonnegative=("langevin_steps", "gamma", "lr"),
+                      choices={"ula_variance": ("sigma_y", "predictive")})
+        if self.boundaries is not None:
+            inner = tuple(int(k) for k in self.boundaries)
+            ordered = list(inner) == sorted(set(inner)) and (not inner or inner[0] >= 1)
+            if len(inner) != self.num_blocks - 1 or not ordered:
+                raise ValueError(f"boundaries: expected {self.num_blocks - 1} increasing interior block ends "
+                                 f"≥ 1 (num_blocks − 1), got {self.boundaries}")
+            object.__setattr__(self, "boundaries", inner)
         if self.num_steps < self.num_blocks:
             raise ValueError(f"num_steps: expected at least num_blocks = {self.num_blocks}, "
                              f"got {self.num_steps}")
 
 
-def block_boundaries(num_timesteps: int, num_blocks: int) -> list[int]:
-    """k_0 = 0 < … < k_L = T − 1 (rounded linspace)."""
+def block_boundaries(num_timesteps: int, num_blocks: int, inner: tuple[int, ...] | None = None) -> list[int]:
+    """k_0 = 0 < … < k_L = T − 1: ``inner`` between the ends, or a rounded linspace."""
+    if inner is not None:
+        if inner and inner[-1] >= num_timesteps - 1:
+            raise ValueError(f"boundaries: expected block ends below {num_timesteps - 1}, got {inner}")
+        return [0, *inner, num_timesteps - 1]
     return [int(k) for k in torch.linspace(0, num_timesteps - 1, num_blocks + 1).round().long()]
 
 
@@ -74,6 +89,17 @@ def block_grid(k_low: int, k_high: int, num_steps: int) -> list[int]:
 
 
 TAMED_WARNING = 0.5  # share of ULA steps with γ‖G‖ > 1 above which the run says so
+
+
+def predictive_fit(problem: InverseProblem, op: Any, y_tilde: Tensor, scale: float, per_item: int,
+                   device: torch.device) -> MeasurementFit:
+    """q(μ, τ²) = rᵀ (σ_y² I + τ² A Aᵀ)⁻¹ r with r = ỹ − A μ, ỹ = ``scale``·y (the ULA potential with
+    ``ula_variance = "predictive"``): by the SVD when A has one, else by conjugate gradients."""
+    spectral = None
+    if op.has_svd:
+        obs = problem.observations().to(torch.float64) * scale
+        spectral = SpectralView.of(problem.operator, obs).rows(per_item).to(device)
+    return MeasurementFit(op, y_tilde, problem.sigma_y, 50, spectral)
 
 
 class DCPSSampler(Sampler):
@@ -92,7 +118,7 @@ class DCPSSampler(Sampler):
         sched, op = prior.schedule, problem.operator.to(device, dtype)
         y = problem.rows(num_samples, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
         var_y, rows = problem.sigma_y**2, problem.num_items * num_samples
-        bounds = block_boundaries(sched.num_timesteps, cfg.num_blocks)
+        bounds = block_boundaries(sched.num_timesteps, cfg.num_blocks, cfg.boundaries)
         x = randn((rows, *prior.shape), generator, like=y.new_empty(()))
         ula_grad_norms, capped = [], []
 
@@ -117,6 +143,15 @@ class DCPSSampler(Sampler):
 
             def log_g_of_mean(x_t: Tensor, x0: Tensor, c=c, neg_log_g=neg_log_g) -> Tensor:
                 return -neg_log_g(c.mean(x_t, x0))
+
+            if cfg.ula_variance == "predictive" and cfg.langevin_steps:
+                # Var[x_{k_low} | x_{k_high}] ≈ c_0² (1 − ᾱ_{k_high}) + σ_b² (x̂0 uncertainty + bridge noise)
+                tau2 = c.c_0**2 * (1 - sched.alpha_bar_at(k_high)) + c.sigma**2
+                fit = predictive_fit(problem, op, y_tilde, math.sqrt(sched.alpha_bar_at(k_low)), num_samples,
+                                     device)
+
+                def log_g_of_mean(x_t: Tensor, x0: Tensor, c=c, fit=fit, tau2=tau2) -> Tensor:  # noqa: F811
+                    return -0.5 * fit(c.mean(x_t, x0), tau2)[0]
 
             for _ in range(cfg.langevin_steps):
                 guided = guided_denoise(prior, x, k_high, log_g_of_mean)
