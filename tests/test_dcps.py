@@ -100,6 +100,19 @@ def test_closer_to_posterior_mean_than_prior(gaussian_problem):
     assert err < 0.5 * (prior.mixture.mean() - post.mean()).norm()
 
 
+def test_predictive_ula_variance_and_boundaries(gaussian_problem):
+    """The options keep DCPS near the posterior: the same bound as above with a predictive ULA potential
+    (dense A: conjugate gradients) and explicit block ends."""
+    prior, problem, post = gaussian_problem
+    res = DCPSSampler(langevin_steps=20, lr=0.1, ula_variance="predictive", num_blocks=2,
+                      boundaries=(600,)).sample(prior, problem, 800, make_generator(1), dtype=D)
+    err = (res.samples.mean(0) - post.mean()).norm()
+    se = post.covariance().diagonal().sum().sqrt() / math.sqrt(800)
+    assert err <= 6 * se + 0.1
+    with pytest.raises(ValueError, match="ula_variance"):
+        DCPSSampler(ula_variance="exact")
+
+
 def test_rejects_noiseless(gaussian_problem):
     prior, problem, _ = gaussian_problem
     noiseless = InverseProblem(problem.operator, problem.y, GaussianNoise(0.0))

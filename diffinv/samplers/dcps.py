@@ -21,6 +21,17 @@ x̂0(x_0, 0) (1 extra forward evaluation; the official code stops at b_1 ≈ 3 w
 when t' = k_low the bridge is the identity and no network call is made (the code wastes one).
 Defaults are the official image demo's: 3 blocks, 300 steps, M = 5, γ = 1e-3, K = 2, lr = 1.5.
 
+Two freedoms of the paper, off by default (the code's choices):
+
+* ``boundaries``: the interior block ends k_1 < … < k_{L−1} (default: uniform). The evidence of g_ℓ for a
+  prior mode is tempered by about ᾱ_{k_ℓ} (for unit-covariance components, N(√ᾱ y; √ᾱ A μ_j, A Aᵀ + σ_y²)
+  against the posterior's N(y; A μ_j, A Aᵀ + σ_y²)), and mode weights are fixed once the diffused modes
+  separate, so a block end above that time lets the last block (k_0 = 0, the true likelihood) choose them.
+* ``ula_variance = "predictive"``: the ULA potential N(ỹ_ℓ; A μ(x), σ_y² I + τ² A Aᵀ) with
+  τ² = c_0² (1 − ᾱ_{k_high}) + σ_b², the variance of x_{k_low} | x_{k_high} under p(x_0 | x_t) ≈
+  N(x̂0, (1 − ᾱ_t) I) (ΠGDM's r_t²) — the slides' closed-form β̂ (σ_b² A Aᵀ) plus the x̂0 uncertainty.
+  The code's σ_y² alone over-weights modes (in the last block, N(y; A μ_j, ᾱ A Aᵀ + σ_y²)).
+
 Notation: ``k_low, k_high`` block ends, ``y_tilde`` √ᾱ_{k_low} y, ``gamma`` γ, ``lr`` normalised step,
 ``mu_p, sigma_p`` the prior kernel, ``m, s`` variational mean and log-std.
 """
