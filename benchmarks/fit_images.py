@@ -62,8 +62,12 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=16)
     parser.add_argument("--fit-samples", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a preset override for all three solves, e.g. pgdm.eta=1 (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/fit_images")
     args = parser.parse_args()
+    sets = dict(item.split("=", 1) for item in args.set)
+    sets = {k: float(v) if v.replace(".", "", 1).lstrip("-").isdigit() else v for k, v in sets.items()}
     torch.set_num_threads(args.threads)
     prior = load_prior(args.checkpoint)
     c, s, _ = prior.shape
@@ -81,10 +85,10 @@ def main() -> None:
             rec = {"image": i, "sigma": sigma, "sigma_y": sigma_y}
             runs = {"fitted": SolveConfig(**base, fit=("operator.sigma", "noise.sigma_y"),
                                           fit_method=args.fit_method, fit_steps=args.fit_steps,
-                                          fit_samples=args.fit_samples),
-                    "true": SolveConfig(**base, overrides={"operator.sigma": sigma,
+                                          fit_samples=args.fit_samples, overrides=dict(sets)),
+                    "true": SolveConfig(**base, overrides={**sets, "operator.sigma": sigma,
                                                            "noise.sigma_y": sigma_y}),
-                    "wrong": SolveConfig(**base, overrides={"operator.sigma": 2 * sigma,
+                    "wrong": SolveConfig(**base, overrides={**sets, "operator.sigma": 2 * sigma,
                                                             "noise.sigma_y": 2 * sigma_y})}
             for name, config in runs.items():
                 session = Session.build(config, prior)
