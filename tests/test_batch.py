@@ -149,7 +149,9 @@ def test_a_bad_item_fails_alone_and_is_recorded(root, reference):
     assert sorted(r["name"] for r in manifest(out)) == NAMES[:3]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 2 and summary["finished"] == 3
-    np.testing.assert_array_equal(samples(out, "item1"), samples(reference, "item1"))
+    # 3 items per call here, not the reference's: float32 kernels may round differently with the batch
+    # size (up to 4e-5 on [0, 1] seen on an AMD EPYC), so equal up to that, not bit for bit
+    np.testing.assert_allclose(samples(out, "item1"), samples(reference, "item1"), atol=1e-4, rtol=0)
 
 
 def test_another_configuration_in_the_same_out_is_refused(root, reference):
@@ -180,7 +182,8 @@ def test_items_per_call_give_each_item_its_own_samples(root, reference, tmp_path
     assert report.finished == NAMES and report.summary["finished"] == 10
     records = {r["name"]: r for r in manifest(tmp_path / "b4")}
     for name in NAMES:
-        np.testing.assert_allclose(samples(tmp_path / "b4", name), samples(reference, name), atol=1e-5)
+        np.testing.assert_allclose(samples(tmp_path / "b4", name), samples(reference, name), atol=1e-4,
+                                   rtol=0)  # batch-size rounding, see above
         assert records[name]["seed"] == item_seed(0, name) and records[name]["items_per_call"] in (2, 4)
     one = solve(SolveConfig(image=str(root / "in" / "item5.png"), sampler="ddrm", steps=4, num_samples=2,
                             simulate=True, device="cpu", checkpoint=str(root / "tiny"),
