@@ -65,7 +65,10 @@ def main() -> None:
     parser.add_argument("--write-samplers", default="dps,pgdm,ddrm",
                         help="the samplers whose presets --write replaces (DCPS keeps its own budget)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine shard results, run nothing")
+    parser.add_argument("--candidates", metavar="JSON",
+                        help='replace CANDIDATES, e.g. \'{"ddrm": [{"eta": 0.5}, {"t_start": 400}]}\'')
     args = parser.parse_args()
+    candidates = json.loads(args.candidates) if args.candidates else CANDIDATES
     if args.merge:
         records = [r for f in args.merge for r in json.loads(Path(f).read_text())["records"]]
         return finish(args, records, 0.0)
@@ -82,7 +85,7 @@ def main() -> None:
                 base = runner.session(problem, "pgdm", {})
                 job, sigma_y = base.job(str(path), seed=10_000 + i), base.problem.sigma_y
                 for sampler in args.samplers.split(","):
-                    for cand in CANDIDATES[sampler]:
+                    for cand in candidates[sampler]:
                         opts = {**options_for_budget(sampler, args.budget), **cand}
                         x, fwd, bwd, sec = runner.run(problem, sampler, job, opts, sigma_y, seed=10_000 + i)
                         records.append({"problem": problem, "image": i, "sampler": sampler, "options": opts,

@@ -108,19 +108,39 @@ def make_schedule(kind: ScheduleKind = "linear", num_timesteps: int = 1000) -> N
     raise ValueError(f"schedule: expected 'linear' or 'cosine', got {kind!r}")
 
 
-def timestep_grid(num_timesteps: int, num_steps: int) -> list[int]:
-    r"""A uniform sub-sequence of {0, …, T−1} with ``num_steps`` distinct entries, in *descending* order.
+def timestep_grid(num_timesteps: int, num_steps: int, start: int | None = None) -> list[int]:
+    r"""A uniform sub-sequence of {0, …, start} with ``num_steps`` distinct entries, in *descending* order.
 
-    The grid is round(linspace(T − 1, 0, n)): it always starts at T − 1 and ends at t = 0
-    (a grid of one step is [0]). Samplers iterate over consecutive pairs and finish with the bridge
-    0 → ``CLEAN``; with n = T the grid is every timestep (full DDPM).
+    The grid is round(linspace(start, 0, n)) with ``start`` = T − 1 by default: it starts at ``start`` and
+    ends at t = 0 (a grid of one step is [0]). Samplers iterate over consecutive pairs and finish with the
+    bridge 0 → ``CLEAN``; with n = T the grid is every timestep (full DDPM).
     """
-    if not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"num_steps: expected an integer in [1, {num_timesteps}], got {num_steps}")
+    top = num_timesteps - 1 if start is None else start
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top < num_timesteps:
+        raise ValueError(f"t_start: expected an integer in [1, {num_timesteps - 1}], got {start!r}")
+    if not 1 <= num_steps <= top + 1:
+        raise ValueError(f"num_steps: expected an integer in [1, {top + 1}], got {num_steps}")
     if num_steps == 1:
         return [0]
-    grid = torch.linspace(num_timesteps - 1, 0, num_steps, dtype=torch.float64).round().long()
+    grid = torch.linspace(top, 0, num_steps, dtype=torch.float64).round().long()
     return [int(t) for t in grid.tolist()]
+
+
+def sigma_spaced_grid(schedule: NoiseSchedule, num_steps: int, start: int | None = None) -> list[int]:
+    r"""A descending grid uniform in the variance-exploding noise level σ_t = √((1 − ᾱ_t)/ᾱ_t).
+
+    σ_k = σ_start − k (σ_start − σ_0)/(n − 1), k = 0 … n − 1, each mapped to the timestep of nearest σ,
+    repeats dropped (so a grid may have slightly fewer than ``num_steps`` entries near t = 0). From a
+    moderate ``start`` this puts most steps at small noise, where the fine detail is decided: deepinv's
+    DDRM uses σ linear from 1 to 0 on [0, 1] images (σ_start = 2 in [−1, 1] units, ᾱ = 0.2).
+    """
+    top = timestep_grid(schedule.num_timesteps, 2, start)[0]  # validates start
+    if not 1 <= num_steps <= top + 1:
+        raise ValueError(f"num_steps: expected an integer in [1, {top + 1}], got {num_steps}")
+    sigma = ((1 - schedule.alpha_bar[: top + 1]) / schedule.alpha_bar[: top + 1]).sqrt()  # (top+1,) ascending
+    levels = torch.linspace(float(sigma[top]), float(sigma[0]), num_steps, dtype=torch.float64)
+    nearest = (levels[:, None] - sigma[None, :]).abs().argmin(dim=1)
+    return list(dict.fromkeys(int(t) for t in nearest.tolist()))
 
 
 def grid_pairs(grid: list[int]) -> list[tuple[int, int]]:

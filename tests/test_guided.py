@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from diffinv.operators import DenseOperator, GaussianNoise, LinearOperator, SelectOperator
@@ -84,18 +85,29 @@ def test_pgdm_guidance_is_exact_for_standard_gaussian_prior():
     assert torch.allclose(q, q_svd, atol=1e-8)
 
 
-def test_ddrm_data_consistency():
+@pytest.mark.parametrize("grid", [{}, {"t_start": 300}, {"t_start": 300, "spacing": "sigma"}])
+def test_ddrm_data_consistency(grid):
     prior = gaussian_prior(torch.zeros(5, dtype=D), 1.0)
     op = SelectOperator(5, [1, 3])
     y = torch.tensor([0.8, -1.1], dtype=D)
     noiseless = InverseProblem(op, y, GaussianNoise(0.0))
-    exact = DDRMSampler().sample(prior, noiseless, 50, make_generator(0), dtype=D)
+    exact = DDRMSampler(**grid).sample(prior, noiseless, 50, make_generator(0), dtype=D)
     assert torch.allclose(exact.samples[:, [1, 3]], y.expand(50, 2), atol=1e-12)
-    noisy = DDRMSampler().sample(prior, InverseProblem(op, y, GaussianNoise(1e-3)), 50, make_generator(0),
-                                 dtype=D)
+    noisy = DDRMSampler(**grid).sample(prior, InverseProblem(op, y, GaussianNoise(1e-3)), 50,
+                                       make_generator(0), dtype=D)
     # the last DDRM step keeps x̂0 at t = 0, whose noise level √(1 − ᾱ_0) = 0.01 exceeds σ_y
     assert float((noisy.samples[:, [1, 3]] - y).abs().max()) < 5 * 0.01
     assert (exact.nfe_forward, exact.nfe_backward) == (50 * 20, 0)
+
+
+def test_ddrm_grid_options_are_checked():
+    with pytest.raises(ValueError, match="spacing"):
+        DDRMSampler(spacing="log")
+    with pytest.raises(ValueError, match="t_start"):
+        DDRMSampler(t_start=0)
+    prior, problem = problem_and_prior()
+    with pytest.raises(ValueError, match="t_start"):
+        DDRMSampler(t_start=5000).sample(prior, problem, 2, make_generator(0), dtype=D)
 
 
 class InputRecorder:

@@ -17,6 +17,7 @@ from diffinv.schedules import (
     linear_schedule,
     make_schedule,
     score_to_eps,
+    sigma_spaced_grid,
     timestep_grid,
     x0_to_eps,
 )
@@ -56,6 +57,30 @@ def test_grid_properties(n):
     assert all(a > b for a, b in zip(grid, grid[1:], strict=False))
     pairs = grid_pairs(grid)
     assert pairs[-1] == (0, CLEAN) and len(pairs) == n
+
+
+@pytest.mark.parametrize("n", [2, 7, 100, 401])
+def test_grid_from_a_later_start(n):
+    grid = timestep_grid(1000, n, start=400)
+    assert grid[0] == 400 and grid[-1] == 0 and len(set(grid)) == n == len(grid)
+    with pytest.raises(ValueError, match="num_steps"):
+        timestep_grid(1000, 402, start=400)
+    for bad in (0, 1000, True, 2.5):
+        with pytest.raises(ValueError, match="t_start"):
+            timestep_grid(1000, 2, start=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n", [2, 10, 100])
+def test_sigma_spaced_grid_is_uniform_in_the_ve_noise(n):
+    sch = linear_schedule()
+    grid = sigma_spaced_grid(sch, n, start=400)
+    assert grid[0] == 400 and grid[-1] == 0 and len(grid) <= n
+    assert all(a > b for a, b in zip(grid, grid[1:], strict=False))
+    sigma = [((1 - sch.alpha_bar_at(t)) / sch.alpha_bar_at(t)) ** 0.5 for t in grid]
+    gap = (sigma[0] - sigma[-1]) / (n - 1)
+    steps = [a - b for a, b in zip(sigma, sigma[1:], strict=False)]
+    assert max(steps) < 2 * gap  # nearest-timestep rounding and dropped repeats at most double a gap
+    assert sigma_spaced_grid(sch, 5) == sigma_spaced_grid(sch, 5, start=999)
 
 
 def test_grid_rejects_bad_lengths():
