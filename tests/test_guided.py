@@ -100,6 +100,17 @@ def test_ddrm_data_consistency(grid):
     assert (exact.nfe_forward, exact.nfe_backward) == (50 * 20, 0)
 
 
+def test_ddrm_noise_scale():
+    """c = 0 removes every injected noise (a deterministic chain); c = 1 is the default, bit for bit."""
+    prior, problem = problem_and_prior()
+    cold = DDRMSampler(noise_scale=0.0).sample(prior, problem, 8, make_generator(0), dtype=D).samples
+    assert float(cold.std(0).max()) < 1e-12
+    a = DDRMSampler(noise_scale=1.0).sample(prior, problem, 8, make_generator(0), dtype=D).samples
+    assert torch.equal(a, DDRMSampler().sample(prior, problem, 8, make_generator(0), dtype=D).samples)
+    with pytest.raises(ValueError, match="noise_scale"):
+        DDRMSampler(noise_scale=2.0)
+
+
 def test_ddrm_grid_options_are_checked():
     with pytest.raises(ValueError, match="spacing"):
         DDRMSampler(spacing="log")

@@ -38,6 +38,13 @@ deepinv's DDRM does (σ linear from 1 to 0 on [0, 1] images: t_start ≈ 395 for
 σ_t ≥ 2 (prior units) the diffused prior is close to N(0, σ_t² + Var x_0), so the start is nearly exact, and
 every step is spent where the image's detail is decided.
 
+Reduced temperature (``noise_scale`` = c, default 1, the paper): every injected noise, the
+initialisation's included, is multiplied by c. c < 1 under-disperses the samples: the chain no longer
+carries the noise level the denoiser is told, and the per-pixel intervals shrink. deepinv 0.5.0's DDRM does
+this with c = 1/√2 (its source divides every ``randn`` by √2, not in the paper); the option exists to
+reproduce it and to measure what it does to PSNR and coverage (``benchmarks/results/steps_sweep/``), not as a
+preset.
+
 Defaults: η = 0.85, η_b = 1 (the DPS-paper baseline, "η_A = η_C = 0.85, η_B = 1" in the DDRM code's
 names), 20 steps from t = T − 1, uniform in t, max_noise_ratio = 1. No gradients: n forward evaluations
 per sample.
@@ -73,9 +80,11 @@ class DDRMConfig:
     max_noise_ratio: float = 1.0  # σ_y/s_i above this × the value range's half-width: unobserved
     t_start: int | None = None  # the grid's first timestep; None: T − 1 (the paper)
     spacing: str = "time"  # "time": uniform in t; "sigma": uniform in the VE σ_t
+    noise_scale: float = 1.0  # c: every injected noise × c (c < 1: reduced temperature, docstring)
 
     def __post_init__(self) -> None:
-        check_options(self, positive=("num_steps",), nonnegative=("max_noise_ratio",), unit=("eta", "eta_b"),
+        check_options(self, positive=("num_steps",), nonnegative=("max_noise_ratio",),
+                      unit=("eta", "eta_b", "noise_scale"),
                       choices={"spacing": ("time", "sigma")})
         if self.t_start is not None:
             check_options(self, positive=("t_start",))
@@ -110,7 +119,7 @@ class DDRMSampler(Sampler):
                 else timestep_grid(sched.num_timesteps, cfg.num_steps, cfg.t_start))
 
         def draw() -> Tensor:
-            return randn((rows, d), generator, like=y)
+            return cfg.noise_scale * randn((rows, d), generator, like=y)
 
         sig_T = _ve_sigma(sched.alpha_bar_at(grid[0]))
         init_obs = y_over_s + torch.sqrt((sig_T**2 - noise_over_s**2).clamp_min(0)) * draw()
