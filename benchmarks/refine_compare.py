@@ -30,12 +30,23 @@ def paired(base: list[dict], refined: list[dict]) -> dict[tuple[str, str], dict]
     rows = {}
     for key, pairs in groups.items():
         diff = [b["psnr"] - a["psnr"] for a, b in pairs]
+        devices: dict[str, int] = {}
+        for a, b in pairs:
+            name = short(a.get("device", "?")) + (" → " + short(b.get("device", "?"))
+                                                  if a.get("device") != b.get("device") else "")
+            devices[name] = devices.get(name, 0) + 1
         se = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
         rows[key] = {"images": len(pairs), "base": statistics.fmean(a["psnr"] for a, _ in pairs),
                      "refined": statistics.fmean(b["psnr"] for _, b in pairs), "diff": statistics.fmean(diff),
                      "diff_se": se, "seconds_base": statistics.fmean(a["seconds"] for a, _ in pairs),
-                     "seconds_refined": statistics.fmean(b["seconds"] for _, b in pairs)}
+                     "seconds_refined": statistics.fmean(b["seconds"] for _, b in pairs),
+                     "devices": devices}
     return rows
+
+
+def short(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' → 'H100'; a CPU's machine name as it is."""
+    return device.replace("NVIDIA ", "").split(" ")[0]
 
 
 def verdict(row: dict) -> str:
@@ -60,7 +71,8 @@ def main() -> None:
     for kind, paths in (("base", args.base), ("refined", args.refined)):
         for i, path in enumerate(paths):
             shutil.copyfile(path, out / f"table_{kind}_{i}.json")
-    records = {k: [r for d in docs for r in d["records"]] for k, docs in loads.items()}
+    records = {k: [{**r, "device": d.get("machine", {}).get("device", "?")}
+                   for d in docs for r in d["records"]] for k, docs in loads.items()}
     rows = paired(records["base"], records["refined"])
     card = json.loads(Path(args.card).read_text())
     fig = card.get("figures") or {}
@@ -87,21 +99,25 @@ def main() -> None:
                   f"- base: {f['base_mean']} ± {f['base_sd']} (draws {f['base']})",
                   f"- refined: {f['refined_mean']} ± {f['refined_sd']} (draws {f['refined']})",
                   f"- floor ({f['n']} training images): {f['train_vs_test']}", ""]
-    info = loads["base"][0].get("machine", {})
+    info = loads["refined"][-1].get("machine", {})
     lines += ["## Posterior-mean PSNR, base vs refined (paired: same images, observations and seeds)", "",
               f"{info.get('num_samples', 4)} samples per image, presets of problems/*.yaml, "
-              f"{info.get('device', '?')}, {info.get('threads', '?')} thread(s). 'better'/'worse': the "
+              f"{info.get('threads', '?')} thread(s); the last column names the device of each pair's runs. "
+              "A pair run on two devices shares the image, the observation (its noise comes from a CPU "
+              "generator) and the seed, but not the sampler's random stream (a CUDA generator draws other "
+              "numbers), so its difference carries the sampler's own spread. 'better'/'worse': the "
               "paired difference is more than 2 SE from 0; else 'level'. Seconds are wall clock with the CPU "
               "shared by other jobs (differently in the two runs), not a cost measurement: both priors make "
               "the same network evaluations, and the correction's own cost is inside each one.", "",
               "| problem | sampler | images | base | refined | refined − base | verdict | "
-              "s/image base → refined |",
-              "|---|---|---|---|---|---|---|---|"]
+              "s/image base → refined | devices (images) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for (problem, method), row in sorted(rows.items()):
         lines.append(f"| {problem} | {method} | {row['images']} | {row['base']:.2f} | "
                      f"{row['refined']:.2f} | "
                      f"{row['diff']:+.2f} ± {row['diff_se']:.2f} | {verdict(row)} | "
-                     f"{row['seconds_base']:.1f} → {row['seconds_refined']:.1f} |")
+                     f"{row['seconds_base']:.1f} → {row['seconds_refined']:.1f} | "
+                     + ", ".join(f"{d} ({n})" for d, n in row["devices"].items()) + " |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "comparison.json").write_text(json.dumps({f"{p}/{m}": r for (p, m), r in rows.items()}, indent=1)
                                          + "\n")
