@@ -130,13 +130,16 @@ def sigma_spaced_grid(schedule: NoiseSchedule, num_steps: int, start: int | None
     r"""A descending grid uniform in the variance-exploding noise level σ_t = √((1 − ᾱ_t)/ᾱ_t).
 
     σ_k = σ_start − k (σ_start − σ_0)/(n − 1), k = 0 … n − 1, each mapped to the timestep of nearest σ,
-    repeats dropped (so a grid may have slightly fewer than ``num_steps`` entries near t = 0). From a
-    moderate ``start`` this puts most steps at small noise, where the fine detail is decided: deepinv's
-    DDRM uses σ linear from 1 to 0 on [0, 1] images (σ_start = 2 in [−1, 1] units, ᾱ = 0.2).
+    repeats dropped (so a grid may have slightly fewer than ``num_steps`` entries near t = 0); a grid of one
+    step is [0], as in :func:`timestep_grid`. In t the steps crowd near ``start``, where σ_t grows fastest,
+    and thin out towards t = 0. deepinv's DDRM uses σ linear from 1 to 0 on [0, 1] images (σ_start = 2 in
+    [−1, 1] units, ᾱ = 0.2).
     """
     top = timestep_grid(schedule.num_timesteps, 2, start)[0]  # validates start
     if not 1 <= num_steps <= top + 1:
         raise ValueError(f"num_steps: expected an integer in [1, {top + 1}], got {num_steps}")
+    if num_steps == 1:
+        return [0]
     sigma = ((1 - schedule.alpha_bar[: top + 1]) / schedule.alpha_bar[: top + 1]).sqrt()  # (top+1,) ascending
     levels = torch.linspace(float(sigma[top]), float(sigma[0]), num_steps, dtype=torch.float64)
     nearest = (levels[:, None] - sigma[None, :]).abs().argmin(dim=1)

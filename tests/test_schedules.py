@@ -81,6 +81,7 @@ def test_sigma_spaced_grid_is_uniform_in_the_ve_noise(n):
     steps = [a - b for a, b in zip(sigma, sigma[1:], strict=False)]
     assert max(steps) < 2 * gap  # nearest-timestep rounding and dropped repeats at most double a gap
     assert sigma_spaced_grid(sch, 5) == sigma_spaced_grid(sch, 5, start=999)
+    assert sigma_spaced_grid(sch, 1, start=400) == [0]
 
 
 def test_grid_rejects_bad_lengths():

@@ -34,9 +34,9 @@ at t_start < T − 1 instead of T − 1, with the initialisation above at σ_{t_
 N(0, σ²) in the VE scale, i.e. the value range's midpoint), and be uniform in t (``spacing = "time"``, the
 paper's) or uniform in σ (``"sigma"``, :func:`~diffinv.schedules.sigma_spaced_grid`). This is the truncated
 start of Chung et al. (2022, "Come-closer-diffuse-faster") with DDRM's own spectral initialisation, and what
-deepinv's DDRM does (σ linear from 1 to 0 on [0, 1] images: t_start ≈ 395 for the linear schedule). At
-σ_t ≥ 2 (prior units) the diffused prior is close to N(0, σ_t² + Var x_0), so the start is nearly exact, and
-every step is spent where the image's detail is decided.
+deepinv's DDRM does (σ linear from 1 to 0 on [0, 1] images: t_start ≈ 395 for the linear schedule). The
+start neglects the data's mean and variance against σ²_{t_start} (for [−1, 1] images and σ = 2, a variance
+of at most 1 against 4), and every step is spent below t_start.
 
 Reduced temperature (``noise_scale`` = c, default 1, the paper): every injected noise, the
 initialisation's included, is multiplied by c. c < 1 under-disperses the samples: the chain no longer
