@@ -13,7 +13,7 @@ from cli_process import run as run_cli
 
 from diffinv.benchmarks.gmm import make_problem
 from diffinv.fitting import FitConfig, FreeParameter, PosteriorDiffusion, dense_problem, fit_parameters
-from diffinv.fitting.estimator import evidence_terms
+from diffinv.fitting.estimator import evidence_terms, lagged_curvature
 from diffinv.fitting.images import free_parameters, parse_fit
 from diffinv.problems import apply_overrides, load_problem, validate
 from diffinv.rng import make_generator
@@ -54,6 +54,14 @@ def test_gradient_is_fisher_identity(gmm):
     assert abs(float(terms.grad[0]) - exact) < 4 * float(terms.grad_se[0])
 
 
+def test_lagged_curvature():
+    """The step divides by the mean of the last five earlier estimates, the current one only at the start."""
+    now = torch.tensor([9.0], dtype=torch.float64)
+    assert torch.equal(lagged_curvature([], now), now)
+    history = [[float(k)] for k in range(1, 8)]
+    assert float(lagged_curvature(history, now)[0]) == pytest.approx(5.0)  # mean of 3 … 7
+
+
 @pytest.mark.parametrize("mult", [0.25, 4.0])
 def test_nested_exact_finds_the_evidence_maximum(gmm, mult):
     a, y, s0 = gmm.problem.operator.matrix(), gmm.problem.y, gmm.problem.sigma_y
@@ -65,6 +73,10 @@ def test_nested_exact_finds_the_evidence_maximum(gmm, mult):
     assert abs(value - best) < 3 * se + 0.01 * best, (value, se, best)
     assert fit.samples.shape == (3, DX)
     assert len(fit.trace) == 40 and fit.trace[0]["step"] == 1
+    rows = fit.trace
+    assert rows[0]["curvature"] == rows[0]["curvature_estimate"]
+    lagged = np.mean([r["curvature_estimate"][0] for r in rows[9:14]])
+    assert rows[14]["curvature"][0] == pytest.approx(lagged)
 
 
 def test_single_loop_fits_a_gain(gmm):

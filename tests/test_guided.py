@@ -121,6 +121,37 @@ def test_ddrm_grid_options_are_checked():
         DDRMSampler(t_start=5000).sample(prior, problem, 2, make_generator(0), dtype=D)
 
 
+def test_pgdm_truncated_spectral_start():
+    """init = spectral at t_start: observed coordinates of x_t are √ᾱ y + √(1 − ᾱ) z (σ_y = 0), the others
+    √(1 − ᾱ) z, i.e. DDRM's start mapped to the VP state; the grid starts at t_start."""
+    prior = gaussian_prior(torch.zeros(5, dtype=D), 1.0)
+    op = SelectOperator(5, [1, 3])
+    y = torch.tensor([0.8, -1.1], dtype=D)
+    sampler = PGDMSampler(num_steps=20, init="spectral", t_start=300)
+    problem = InverseProblem(op, y, GaussianNoise(0.0))
+    ctx = sampler.prepare(prior, problem, 20_000, torch.device("cpu"), D)
+    assert ctx.pairs[0][0] == 300
+    x = sampler.start(prior, ctx, 20_000, make_generator(0))
+    ab = prior.schedule.alpha_bar_at(300)
+    mean = torch.zeros(5, dtype=D)
+    mean[[1, 3]] = ab**0.5 * y
+    assert torch.allclose(x.mean(0), mean, atol=0.03)
+    assert torch.allclose(x.std(0), torch.full((5,), (1 - ab) ** 0.5, dtype=D), rtol=0.03)
+    out = sampler.sample(prior, problem, 50, make_generator(1), dtype=D)
+    assert (out.nfe_forward, out.nfe_backward) == (50 * 20, 50 * 20)
+    sigma_grid = PGDMSampler(num_steps=20, t_start=300, spacing="sigma").step_pairs(prior)
+    assert sigma_grid[0][0] == 300 and sigma_grid[-1][0] == 0
+
+
+def test_pgdm_spectral_start_needs_an_svd():
+    prior, problem = problem_and_prior()
+    hidden = InverseProblem(NoSVD(problem.operator), problem.y, problem.noise)
+    with pytest.raises(ValueError, match="init"):
+        PGDMSampler(init="spectral", t_start=300).sample(prior, hidden, 2, make_generator(0), dtype=D)
+    with pytest.raises(ValueError, match="spacing"):
+        PGDMSampler(spacing="log")
+
+
 class InputRecorder:
     """A prior that records the largest |x_t| it is asked to denoise."""
 

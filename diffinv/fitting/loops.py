@@ -47,7 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from diffinv.fitting.estimator import batch_means_se, evidence_terms, newton_step
+from diffinv.fitting.estimator import batch_means_se, evidence_terms, lagged_curvature, newton_step
 from diffinv.fitting.params import ParametricProblem
 from diffinv.fitting.steppers import draw_samples, is_stepwise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
@@ -163,10 +163,11 @@ def _update(parametric: ParametricProblem, u: list[float], samples: Tensor, conf
             trace: list[dict[str, Any]], counting: CountingPrior,
             progress: Callable[[float], None] | None) -> list[float]:
     terms = evidence_terms(parametric, u, samples)
-    u = newton_step(parametric, u, terms, config.rate)
+    curvature = lagged_curvature([row["curvature_estimate"] for row in trace], terms.curvature)
+    u = newton_step(parametric, u, terms, config.rate, curvature)
     trace.append({"step": len(trace) + 1, "theta": parametric.values(u),
                   "grad": terms.grad.tolist(), "grad_se": terms.grad_se.tolist(),
-                  "curvature": terms.curvature.tolist(),
+                  "curvature": curvature.tolist(), "curvature_estimate": terms.curvature.tolist(),
                   "nfe_forward": counting.stats.forward, "nfe_backward": counting.stats.backward})
     if progress is not None:
         progress(min(1.0, len(trace) / config.steps))

@@ -9,6 +9,9 @@ For an SVD operator A: R^d → R^m with k = min(m, d) singular values and y (B, 
     y_over_s  (B, d)  ȳ_i s⁺_i = ȳ_i / s_i on observed coordinates, 0 elsewhere (V(y_over_s) = A⁺ y)
     free_y    (m,)    measurement coordinates without an observed partner: i ≥ k or s⁺_i = 0
 
+:meth:`SpectralView.start` draws DDRM's initialisation at a noise level σ (shared by DDRM and by ΠGDM's
+truncated start).
+
 All computed once in float64 with the original (float64, CPU) operator's transforms, then moved
 with :meth:`SpectralView.to` (dtypes kept): samplers cast what they need once, on their device.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,3 +89,17 @@ class SpectralView:
         if not (math.isfinite(sigma_y) and sigma_y >= 0):
             raise ValueError(f"sigma_y: expected a finite number ≥ 0, got {sigma_y}")
         return sigma_y * self.s_inv
+
+    def start(self, sigma: float, noise_over_s: Tensor, use: Tensor, draw: Callable[[], Tensor]) -> Tensor:
+        r"""DDRM's initialisation (Kawar et al., 2022, eq. 7) at the variance-exploding noise level σ:
+
+            x̄_i = ȳ_i/s_i + √(σ² − σ_y²/s_i²) z_i   where ``use`` and σ_y/s_i ≤ σ,
+            x̄_i = σ z_i                              elsewhere,
+
+        i.e. every coordinate has variance σ² about the observation or about 0 (the value range's
+        midpoint). ``noise_over_s`` (d,) σ_y/s_i, ``use`` (d,) bool (the observed coordinates a sampler
+        trusts), ``draw()`` a (rows, d) standard normal draw; returns x̄ (rows, d) in the spectral basis
+        (``V`` maps it to pixels; × √ᾱ_t gives the VP state)."""
+        y_over_s = self.y_over_s.to(noise_over_s.dtype)
+        pinned = y_over_s + torch.sqrt((sigma**2 - noise_over_s**2).clamp_min(0)) * draw()
+        return torch.where(use & (noise_over_s <= sigma), pinned, sigma * draw())

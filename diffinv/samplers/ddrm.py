@@ -121,9 +121,7 @@ class DDRMSampler(Sampler):
         def draw() -> Tensor:
             return cfg.noise_scale * randn((rows, d), generator, like=y)
 
-        sig_T = _ve_sigma(sched.alpha_bar_at(grid[0]))
-        init_obs = y_over_s + torch.sqrt((sig_T**2 - noise_over_s**2).clamp_min(0)) * draw()
-        x_bar = torch.where(observed & (noise_over_s <= sig_T), init_obs, sig_T * draw())  # (B, d), VE
+        x_bar = spec.start(_ve_sigma(sched.alpha_bar_at(grid[0])), noise_over_s, observed, draw)  # (B, d), VE
         for t, s in grid_pairs(grid):
             ab_t, ab_s = sched.alpha_bar_at(t), sched.alpha_bar_at(s)
             sig_t, sig_s = _ve_sigma(ab_t), _ve_sigma(ab_s)

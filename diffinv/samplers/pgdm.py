@@ -23,6 +23,16 @@ prior 21.17 → 19.53 dB, fashion32 24.86 → 21.61) and holds at w = 1/3 (20.88
 the score-consistent step itself diverges here, since with r_t² = 1 − ᾱ_t it is 10⁴× larger at high noise.
 Presets set w for their step count.
 
+Shorter chains (``t_start``, ``spacing``; off by default, an option beyond the paper, as in
+:mod:`diffinv.samplers.ddrm`): the grid starts at t_start instead of T − 1, uniform in t (``"time"``) or in
+the VE noise σ_t (``"sigma"``), and ``init = "spectral"`` starts it from DDRM's initialisation at σ_{t_start}
+(:meth:`~diffinv.operators.spectral.SpectralView.start`: observed coordinates at ȳ_i/s_i with the rest of
+the variance σ² as noise, the others N(0, σ²)), mapped to x_t = √ᾱ_t V x̄: the truncated start of Chung et
+al. (2022, "Come-closer-diffuse-faster"). ``init = "pinv"`` is x_t = √ᾱ_t A⁺y + √(1 − ᾱ_t) z, which for a
+blur amplifies the noise of y through its small singular values. Fewer steps of the budget are then spent
+at high noise, where x̂0 barely depends on x_t; the step–weight coupling above applies to the steps of the
+shorter grid.
+
 Notation: ``lam`` σ_y²/r_t², ``weight`` w, ``v`` Aᵀ(A Aᵀ + λ I)⁻¹(y − A x̂0), ``g`` g_t.
 """
 
@@ -40,7 +50,7 @@ from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.samplers.guidance import MeasurementFit, guided_denoise
-from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, timestep_grid
+from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, sigma_spaced_grid, timestep_grid
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,17 @@ class PGDMConfig:
     num_steps: int = 100
     eta: float = 1.0
     weight: float = 1.0
-    init: Literal["noise", "pinv"] = "noise"
+    init: Literal["noise", "pinv", "spectral"] = "noise"
     cg_iterations: int = 50
     clip_x0: bool = False
+    t_start: int | None = None  # the grid's first timestep; None: T − 1 (the paper)
+    spacing: Literal["time", "sigma"] = "time"  # uniform in t, or in the VE σ_t
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_steps", "cg_iterations"), unit=("eta",),
-                      choices={"init": ("noise", "pinv")})
+                      choices={"init": ("noise", "pinv", "spectral"), "spacing": ("time", "sigma")})
+        if self.t_start is not None:
+            check_options(self, positive=("t_start",))
 
 
 class PGDMSampler(Sampler):
@@ -77,7 +91,10 @@ class PGDMSampler(Sampler):
 
     # the run as steps (:mod:`diffinv.samplers.stepwise`): ``_run`` and the fitting loops share them
     def step_pairs(self, prior: CountingPrior) -> list[tuple[int, int]]:
-        return grid_pairs(timestep_grid(prior.schedule.num_timesteps, self.config.num_steps))
+        cfg, sched = self.config, prior.schedule
+        grid = (sigma_spaced_grid(sched, cfg.num_steps, cfg.t_start) if cfg.spacing == "sigma"
+                else timestep_grid(sched.num_timesteps, cfg.num_steps, cfg.t_start))
+        return grid_pairs(grid)
 
     def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
                 dtype: torch.dtype) -> StepContext:
@@ -85,14 +102,23 @@ class PGDMSampler(Sampler):
         y = problem.rows(per_item, device, dtype)  # (B·k, *out_shape), or (1, …) for one observation
         spectral = (SpectralView.of(problem.operator, problem.observations()).rows(per_item).to(device)
                     if op.has_svd else None)
+        if self.config.init == "spectral" and spectral is None:
+            raise ValueError(f"init: 'spectral' needs an operator with an SVD; "
+                             f"{type(problem.operator).__name__} has none (use noise or pinv)")
         return StepContext(op, y, MeasurementFit(op, y, problem.sigma_y, self.config.cg_iterations, spectral),
-                           self.step_pairs(prior))
+                           self.step_pairs(prior), spectral, problem.sigma_y)
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
-        x = randn((rows, *prior.shape), generator, like=ctx.y.new_empty(()))
+        like = ctx.y.new_empty(())
+        ab = prior.schedule.alpha_bar_at(ctx.pairs[0][0])
+        if self.config.init == "spectral":  # DDRM's start at σ_t (module docstring), VE → VP
+            noise_over_s = ctx.spectral.noise_over_s(ctx.sigma_y).to(like.dtype)
+            x_bar = ctx.spectral.start(math.sqrt((1 - ab) / ab), noise_over_s, ctx.spectral.observed,
+                                       lambda: randn((rows, ctx.spectral.dim), generator, like=like))
+            return math.sqrt(ab) * ctx.op.V(x_bar).reshape(rows, *prior.shape)
+        x = randn((rows, *prior.shape), generator, like=like)
         if self.config.init == "pinv":
-            ab = prior.schedule.alpha_bar_at(ctx.pairs[0][0])
             x = math.sqrt(ab) * ctx.op.pinv(ctx.y) + math.sqrt(1 - ab) * x
         return x
 
@@ -122,3 +148,5 @@ class StepContext:
     y: Tensor
     fit: MeasurementFit
     pairs: list[tuple[int, int]]
+    spectral: SpectralView | None = None
+    sigma_y: float = 0.0
