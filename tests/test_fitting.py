@@ -73,10 +73,11 @@ def test_nested_exact_finds_the_evidence_maximum(gmm, mult):
     assert abs(value - best) < 3 * se + 0.01 * best, (value, se, best)
     assert fit.samples.shape == (3, DX)
     assert len(fit.trace) == 40 and fit.trace[0]["step"] == 1
-    rows = fit.trace
-    assert rows[0]["curvature"] == rows[0]["curvature_estimate"]
-    lagged = np.mean([r["curvature_estimate"][0] for r in rows[9:14]])
-    assert rows[14]["curvature"][0] == pytest.approx(lagged)
+    rows = fit.trace  # burn-in (20 updates): the current curvature; the tail: the lagged mean of the tail's
+    assert rows[5]["curvature"] == rows[5]["curvature_estimate"]
+    assert rows[20]["curvature"] == rows[20]["curvature_estimate"]
+    lagged = np.mean([r["curvature_estimate"][0] for r in rows[21:26]])
+    assert rows[26]["curvature"][0] == pytest.approx(lagged)
 
 
 def test_single_loop_fits_a_gain(gmm):

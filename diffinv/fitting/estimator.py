@@ -18,9 +18,12 @@ derivative is needed). :func:`newton_step` takes
 a stochastic Newton step on the evidence (a = 1 with I_m dropped is the EM-gradient step of Lange,
 1995); the floor keeps the step finite where the missing information dominates (an estimate of
 I_c − I_m ≤ 0 from few samples), and no step changes θ by more than a factor e (far from θ̂ the
-local quadratic model overshoots: from σ 4× too large the first Newton step lands near 0). The loops
-divide by the mean of the curvature estimates of the previous ``CURVATURE_LAG`` updates
-(:func:`lagged_curvature`), never by the one from the samples that gave ḡ.
+local quadratic model overshoots: from σ 4× too large the first Newton step lands near 0). In the
+averaged tail of a fit the loops divide by the mean of the curvature estimates of the previous
+``CURVATURE_LAG`` tail updates (:func:`lagged_curvature`), not by the one from the samples that gave ḡ;
+during burn-in by the current one, so that the step shrinks as soon as θ enters a narrow peak (with the
+lagged one from the start, gain fits from 4× too small jumped over the evidence peak on 3 of 5 d_x = 10
+seeds).
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
     trace = loop(counting, parametric, sampler, config, generator, device, dtype, progress)
     fit_forward, fit_backward = counting.stats.forward, counting.stats.backward
     us = torch.tensor([[math.log(v) for v in row["theta"].values()] for row in trace], dtype=torch.float64)
-    tail = us[-max(2, round(config.average * len(trace))):]
+    tail = us[-tail_length(config):]
     u_hat = tail.mean(0)
     # Monte Carlo error of ū: the larger of batch means over the iterates and the gradient noise of the
     # averaged updates propagated through the curvature (SE(ḡ)/H per update, averaged over the tail)
@@ -163,7 +163,11 @@ def _update(parametric: ParametricProblem, u: list[float], samples: Tensor, conf
             trace: list[dict[str, Any]], counting: CountingPrior,
             progress: Callable[[float], None] | None) -> list[float]:
     terms = evidence_terms(parametric, u, samples)
-    curvature = lagged_curvature([row["curvature_estimate"] for row in trace], terms.curvature)
+    # burn-in: the current curvature (steps shrink at once where θ enters a narrow peak); the averaged
+    # tail: the lagged one, whose fixed point is unbiased (estimator.lagged_curvature)
+    in_tail = len(trace) >= burn_in(config)
+    curvature = (lagged_curvature([row["curvature_estimate"] for row in trace[burn_in(config):]],
+                                  terms.curvature) if in_tail else terms.curvature)
     u = newton_step(parametric, u, terms, config.rate, curvature)
     trace.append({"step": len(trace) + 1, "theta": parametric.values(u),
                   "grad": terms.grad.tolist(), "grad_se": terms.grad_se.tolist(),
@@ -222,6 +226,16 @@ def _single(counting: CountingPrior, parametric: ParametricProblem, sampler: Any
                 else:
                     queue.append([renoise(counting, slot[0], pairs[reentry][0], generator), reentry])
     return trace
+
+
+def tail_length(config: FitConfig) -> int:
+    """The number of final updates that θ̂ averages (at least 2)."""
+    return max(2, round(config.average * config.steps))
+
+
+def burn_in(config: FitConfig) -> int:
+    """The number of updates before the averaged tail."""
+    return config.steps - tail_length(config)
 
 
 def restart_step(n: int, restart: float) -> int:
