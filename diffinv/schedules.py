@@ -146,6 +146,17 @@ def sigma_spaced_grid(schedule: NoiseSchedule, num_steps: int, start: int | None
     return list(dict.fromkeys(int(t) for t in nearest.tolist()))
 
 
+
+def spaced_grid(schedule: NoiseSchedule, num_steps: int, start: int | None = None,
+                spacing: str = "time") -> list[int]:
+    """The descending grid of a sampler's ``spacing`` option: :func:`timestep_grid` ("time", uniform in t)
+    or :func:`sigma_spaced_grid` ("sigma", uniform in the VE σ_t), from ``start`` (T − 1 by default)."""
+    if spacing == "sigma":
+        return sigma_spaced_grid(schedule, num_steps, start)
+    if spacing == "time":
+        return timestep_grid(schedule.num_timesteps, num_steps, start)
+    raise ValueError(f"spacing: expected time or sigma, got {spacing!r}")
+
 def grid_pairs(grid: list[int]) -> list[tuple[int, int]]:
     """Consecutive (t, s) pairs of a descending grid, closed by (grid[-1], CLEAN)."""
     return list(zip(grid, list(grid[1:]) + [CLEAN], strict=True))

@@ -66,7 +66,7 @@ from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
-from diffinv.schedules import grid_pairs, sigma_spaced_grid, timestep_grid
+from diffinv.schedules import grid_pairs, spaced_grid
 from diffinv.units import PixelUnits
 
 
@@ -115,8 +115,7 @@ class DDRMSampler(Sampler):
             half_width = PixelUnits.of(prior).width / 2
             observed = observed & (noise_over_s <= cfg.max_noise_ratio * half_width)
         y_over_s = spec.y_over_s.to(dtype)  # (B·k or 1, d) ȳ_i / s_i; read only where observed
-        grid = (sigma_spaced_grid(sched, cfg.num_steps, cfg.t_start) if cfg.spacing == "sigma"
-                else timestep_grid(sched.num_timesteps, cfg.num_steps, cfg.t_start))
+        grid = spaced_grid(sched, cfg.num_steps, cfg.t_start, cfg.spacing)
 
         def draw() -> Tensor:
             return cfg.noise_scale * randn((rows, d), generator, like=y)

@@ -53,7 +53,7 @@ from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
 from diffinv.samplers.guidance import MeasurementFit, guided_denoise
-from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, sigma_spaced_grid, timestep_grid
+from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, spaced_grid
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,7 @@ class PGDMSampler(Sampler):
     # the run as steps (:mod:`diffinv.samplers.stepwise`): ``_run`` and the fitting loops share them
     def step_pairs(self, prior: CountingPrior) -> list[tuple[int, int]]:
         cfg, sched = self.config, prior.schedule
-        grid = (sigma_spaced_grid(sched, cfg.num_steps, cfg.t_start) if cfg.spacing == "sigma"
-                else timestep_grid(sched.num_timesteps, cfg.num_steps, cfg.t_start))
-        return grid_pairs(grid)
+        return grid_pairs(spaced_grid(sched, cfg.num_steps, cfg.t_start, cfg.spacing))
 
     def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
                 dtype: torch.dtype) -> StepContext:
