@@ -15,9 +15,11 @@ scored by z = (θ̂ − θ*)/SE(θ̂). Loops and samplers:
 
 Problems: d_x ∈ {10, 100} with d_y = d_x/2 (``--dy`` for another; with d_y ≤ 4 the evidence is flat in
 σ_y below the singular values on most seeds, so σ_y is not identifiable there; see the notes).
-Writes fit_gmm.json and fit_gmm.md under --out.
+Writes fit_gmm.json and fit_gmm.md under --out. Shards (other ``--dims`` / ``--seeds``, run in parallel)
+are joined by ``--merge DIR …``, which re-renders the report from their JSON records in the order given.
 
     python benchmarks/fit_gmm.py --out benchmarks/results/fit_gmm
+    python benchmarks/fit_gmm.py --merge SHARD_A SHARD_B --out benchmarks/results/fit_gmm
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ def write(out: Path, records: list[dict], args: argparse.Namespace) -> None:
     (out / "fit_gmm.md").write_text("\n".join(lines) + "\n")
 
 
+def merge(dirs: list[str]) -> tuple[list[dict], dict]:
+    """The records of several shards' fit_gmm.json, in order; their run settings must agree."""
+    records, info = [], None
+    for d in dirs:
+        data = json.loads((Path(d) / "fit_gmm.json").read_text())
+        shard_info = {k: v for k, v in data["info"].items() if k not in ("machine", "python")}
+        if info is not None and shard_info != info:
+            raise SystemExit(f"--merge: {d} was run with other settings ({shard_info} against {info})")
+        info = shard_info
+        records += data["records"]
+    return records, info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[10, 100])
@@ -180,7 +195,15 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/fit_gmm")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="join the fit_gmm.json of these shard directories instead of running")
     args = parser.parse_args()
+    if args.merge:
+        records, info = merge(args.merge)
+        for key in ("threads", "steps", "samples", "slots", "restart", "pdiff_steps", "particles"):
+            setattr(args, key, info.get("samples_per_step" if key == "samples" else key, getattr(args, key)))
+        write(Path(args.out), records, args)
+        return
     write(Path(args.out), run(args), args)
 
 
