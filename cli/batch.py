@@ -19,6 +19,7 @@ from cli.options import (
     FitRestartOpt,
     FitSamplesOpt,
     FitSlotsOpt,
+    FitStartsOpt,
     FitStepsOpt,
     Fp16Opt,
     KernelOpt,
@@ -80,6 +81,7 @@ def batch(
     fit_samples: FitSamplesOpt = 8,
     fit_slots: FitSlotsOpt = 10,
     fit_restart: FitRestartOpt = 1.0,
+    fit_starts: FitStartsOpt = 1,
     threads: ThreadsOpt = 0,
     value_range: ValueRangeOpt = None,
     quiet: QuietOpt = False,
@@ -93,7 +95,7 @@ def batch(
 
     job = job_config("", str(out), mask=mask, kernel=kernel, value_range=value_range, set_=set_,
                      fit=fit, fit_method=fit_method, fit_steps=fit_steps, fit_samples=fit_samples,
-                     fit_slots=fit_slots, fit_restart=fit_restart,
+                     fit_slots=fit_slots, fit_restart=fit_restart, fit_starts=fit_starts,
                      problem=problem, sampler=sampler, num_samples=num_samples, seed=seed, steps=steps,
                      device=device, checkpoint=checkpoint, simulate=simulate, resize=resize,
                      max_batch=max_batch, threads=threads, arch=arch, fp16=fp16, checkpointing=checkpointing)

@@ -47,6 +47,9 @@ FitRestartOpt = Annotated[float, typer.Option(help="Single loop: share of the sa
                                               "trajectory re-runs after re-noising (1 = from noise; e.g. "
                                               "0.25 with --fit-slots 1: a chain at a quarter of the cost).")]
 FitSlotsOpt = Annotated[int, typer.Option(help="Single loop: trajectories in its queue.")]
+FitStartsOpt = Annotated[int, typer.Option(help="Local fits from this many starts (yours and others spread "
+                                           "over the bounds); the one with the largest MCGDiff evidence "
+                                           "estimate is kept. For a multimodal evidence; K times the cost.")]
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

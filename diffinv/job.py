@@ -80,6 +80,7 @@ class SolveConfig:
     fit_samples: int = 8  # samples per θ update
     fit_slots: int = 10  # single loop: trajectories in the queue
     fit_restart: float = 1.0  # single loop: share of the steps a finished trajectory re-runs
+    fit_starts: int = 1  # local fits from this many starts, the best by an evidence estimate
 
 
 def resolve_device(device: str) -> torch.device:
@@ -124,7 +125,7 @@ def fit_config(config: SolveConfig):
 
     return FitConfig(method=config.fit_method, steps=config.fit_steps,  # type: ignore[arg-type]
                      samples_per_step=config.fit_samples, slots=config.fit_slots,
-                     restart=config.fit_restart)
+                     restart=config.fit_restart, starts=config.fit_starts)
 
 
 def resolve_problem(config: SolveConfig) -> Problem:

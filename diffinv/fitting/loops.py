@@ -26,7 +26,10 @@ Diffusion: efficient optimization through stochastic sampling* (2024):
 
 Both loops are local ascents: where log p(y | θ) has several maxima (a gain of a lattice-like prior:
 g and 2g explain y almost equally) they end at the maximum of the basin they start in
-(benchmarks/results/fit_gmm/). Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over
+(benchmarks/results/fit_gmm/). ``starts`` = K > 1 runs K local fits (the user's start and K − 1
+spread over the bounds) and keeps the one with the largest MCGDiff evidence estimate
+(:mod:`diffinv.fitting.evidence`; K times the cost, plus the estimates).
+Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over
 the last ``average`` share of them (Polyak averaging), with a Monte Carlo standard error: the larger
 of a batch-means estimate over the iterates and the gradient noise propagated through the
 curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K (delta method: SE(θ̂) = θ̂ SE(ū)). The samples returned are a
@@ -48,6 +51,7 @@ import torch
 from torch import Tensor
 
 from diffinv.fitting.estimator import batch_means_se, evidence_terms, lagged_curvature, newton_step
+from diffinv.fitting.evidence import log_evidence, start_points
 from diffinv.fitting.params import ParametricProblem
 from diffinv.fitting.steppers import draw_samples, is_stepwise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
@@ -69,11 +73,12 @@ class FitConfig:
     rate: float = 1.0
     average: float = 0.5
     restart: float = 1.0  # single loop: share of the steps a finished trajectory re-runs (1 = from noise)
+    starts: int = 1  # local fits from this many starts; the best by an evidence estimate (fitting.evidence)
 
     def __post_init__(self) -> None:
         if self.method not in ("single", "nested"):
             raise ValueError(f"fit-method: expected single or nested, got {self.method!r}")
-        for name in ("steps", "samples_per_step", "slots"):
+        for name in ("steps", "samples_per_step", "slots", "starts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"fit-{name.replace('_', '-')}: expected a positive integer, got {value!r}")
@@ -129,22 +134,25 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
     generator = make_generator(seed + FIT_SEED_OFFSET, device)  # the loop's draws
     start = time.perf_counter()
     loop = _single if config.method == "single" else _nested
-    trace = loop(counting, parametric, sampler, config, generator, device, dtype, progress)
+    candidates: list[dict[str, Any]] = []
+    if config.starts == 1:
+        trace = loop(counting, parametric, sampler, config, generator, device, dtype, progress)
+    else:  # local fits from several starts, the best by an SMC evidence estimate (fitting.evidence)
+        best = None
+        for k, problem_k in enumerate(start_points(parametric, config.starts)):
+            share = (lambda done, k=k: progress((k + done) / config.starts)) if progress else None
+            trace_k = loop(counting, problem_k, sampler, config, generator, device, dtype, share)
+            values_k, se_k, u_k = _estimate(trace_k, config, parametric)
+            log_ev, spread = log_evidence(counting, parametric.at(u_k), generator, device, dtype)
+            candidates.append({"start": {p.name: p.start for p in problem_k.params}, "values": values_k,
+                               "se": se_k, "log_evidence": log_ev, "log_evidence_spread": spread,
+                               "nfe_forward": counting.stats.forward})
+            if best is None or log_ev > best[0]:
+                best = (log_ev, trace_k)
+        trace = best[1]
     fit_forward, fit_backward = counting.stats.forward, counting.stats.backward
-    us = torch.tensor([[math.log(v) for v in row["theta"].values()] for row in trace], dtype=torch.float64)
-    tail = us[-tail_length(config):]
-    u_hat = tail.mean(0)
-    # Monte Carlo error of ū: the larger of batch means over the iterates and the gradient noise of the
-    # averaged updates propagated through the curvature (SE(ḡ)/H per update, averaged over the tail)
-    tail_rows = trace[-tail.shape[0]:]
-    grad_se = torch.tensor([row["grad_se"] for row in tail_rows], dtype=torch.float64)
-    curv = torch.tensor([row["curvature"] for row in tail_rows], dtype=torch.float64)
-    se_u = torch.maximum(batch_means_se(tail).nan_to_num(0.0),
-                         (grad_se / curv).pow(2).sum(0).sqrt() / tail.shape[0])
-    names = parametric.names
-    values = {n: math.exp(float(v)) for n, v in zip(names, u_hat, strict=True)}
-    se = {n: values[n] * float(s) for n, s in zip(names, se_u, strict=True)}
-    final = parametric.at(u_hat.tolist())
+    values, se, u_hat = _estimate(trace, config, parametric)
+    final = parametric.at(u_hat)
     # the returned samples: a plain run at θ̂ with the generator of ``seed``, as a solve with θ̂ given
     samples = draw_samples(sampler, counting, final, num_samples, make_generator(seed, device), device, dtype)
     return FitResult(values=values, se=se, trace=trace, samples=samples, problem=final,
@@ -155,8 +163,27 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
                      config={"method": config.method, "steps": config.steps,
                              "samples_per_step": config.samples_per_step, "slots": config.slots,
                              "rate": config.rate, "average": config.average, "restart": config.restart,
+                             "starts": config.starts, "candidates": candidates,
                              "start": {p.name: p.start for p in parametric.params},
                              "bounds": {p.name: [p.lower, p.upper] for p in parametric.params}})
+
+
+def _estimate(trace: list[dict[str, Any]], config: FitConfig, parametric: ParametricProblem
+              ) -> tuple[dict[str, float], dict[str, float], list[float]]:
+    """θ̂ (the mean of u over the tail), its SE and û: the larger of batch means over the iterates and the
+    gradient noise of the averaged updates propagated through the curvature (SE(ḡ)/H per update)."""
+    us = torch.tensor([[math.log(v) for v in row["theta"].values()] for row in trace], dtype=torch.float64)
+    tail = us[-tail_length(config):]
+    u_hat = tail.mean(0)
+    tail_rows = trace[-tail.shape[0]:]
+    grad_se = torch.tensor([row["grad_se"] for row in tail_rows], dtype=torch.float64)
+    curv = torch.tensor([row["curvature"] for row in tail_rows], dtype=torch.float64)
+    se_u = torch.maximum(batch_means_se(tail).nan_to_num(0.0),
+                         (grad_se / curv).pow(2).sum(0).sqrt() / tail.shape[0])
+    names = parametric.names
+    values = {n: math.exp(float(v)) for n, v in zip(names, u_hat, strict=True)}
+    se = {n: values[n] * float(s) for n, s in zip(names, se_u, strict=True)}
+    return values, se, u_hat.tolist()
 
 
 def _update(parametric: ParametricProblem, u: list[float], samples: Tensor, config: FitConfig,
