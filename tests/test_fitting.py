@@ -13,7 +13,7 @@ from cli_process import run as run_cli
 
 from diffinv.benchmarks.gmm import make_problem
 from diffinv.fitting import FitConfig, FreeParameter, PosteriorDiffusion, dense_problem, fit_parameters
-from diffinv.fitting.estimator import evidence_terms, lagged_curvature
+from diffinv.fitting.estimator import corrected_average, evidence_terms, lagged_curvature, secant_curvature
 from diffinv.fitting.images import free_parameters, parse_fit
 from diffinv.problems import apply_overrides, load_problem, validate
 from diffinv.rng import make_generator
@@ -73,11 +73,38 @@ def test_nested_exact_finds_the_evidence_maximum(gmm, mult):
     assert abs(value - best) < 3 * se + 0.01 * best, (value, se, best)
     assert fit.samples.shape == (3, DX)
     assert len(fit.trace) == 40 and fit.trace[0]["step"] == 1
-    rows = fit.trace  # burn-in (20 updates): the current curvature; the tail: the lagged mean of the tail's
-    assert rows[5]["curvature"] == rows[5]["curvature_estimate"]
-    assert rows[20]["curvature"] == rows[20]["curvature_estimate"]
+    rows = fit.trace  # burn-in (20 updates): at most the current Louis curvature; the tail: at most the
+    # lagged mean of the tail's (lowered where the secant of earlier gradients is smaller)
+    assert rows[5]["curvature"][0] <= rows[5]["curvature_estimate"][0] * (1 + 1e-9)
+    assert rows[20]["curvature"][0] <= rows[20]["curvature_estimate"][0] * (1 + 1e-9)
     lagged = np.mean([r["curvature_estimate"][0] for r in rows[21:26]])
-    assert rows[26]["curvature"][0] == pytest.approx(lagged)
+    assert rows[26]["curvature"][0] <= lagged * (1 + 1e-9)
+    assert all(r["curvature"][0] > 0 for r in rows)
+
+
+def test_secant_curvature_reads_the_slope():
+    """On a linear gradient ḡ = H (u* − u) with small noise the secant gives H where it is below the Louis
+    curvature, keeps the Louis one where the slope is larger, and the previous one where it is unresolved."""
+    h, u_star = 50.0, 0.3
+    us = [0.0, 0.05, 0.1, 0.15, 0.2]
+    points = [([u], [h * (u_star - u)], [0.1]) for u in us]
+    louis, complete, grad = torch.tensor([1000.0]), torch.tensor([2000.0]), torch.tensor([h * 0.1])
+    assert float(secant_curvature(points, louis, complete, grad)[0]) == pytest.approx(h, rel=1e-6)
+    assert float(secant_curvature(points, torch.tensor([20.0]), complete, grad)[0]) == pytest.approx(20.0)
+    noisy = [([u], [g], [1e3]) for u, g in zip(us, [1.0, -2.0, 3.0, 0.0, 1.0], strict=True)]
+    kept = secant_curvature(noisy, louis, complete, torch.tensor([0.0]), previous=torch.tensor([70.0]))
+    assert float(kept[0]) == pytest.approx(70.0)
+
+
+def test_corrected_average_is_unbiased_off_centre():
+    """Iterates still on one side of u*: the Newton correction on the averaged gradient lands on u*."""
+    h, u_star = 40.0, 1.0
+    us = torch.linspace(0.5, 0.7, 20, dtype=torch.float64)[:, None]
+    gs = h * (u_star - us)
+    ses = torch.full_like(us, 0.5)
+    u_hat, se = corrected_average(us, gs, ses, torch.full_like(us, 400.0))
+    assert float(u_hat[0]) == pytest.approx(u_star, abs=1e-6)
+    assert float(se[0]) > 0
 
 
 def test_single_loop_fits_a_gain(gmm):

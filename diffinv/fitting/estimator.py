@@ -39,6 +39,9 @@ FD_STEP = 1e-3  # h in u = log θ
 CURVATURE_FLOOR = 0.5  # the Newton step's curvature is at least this share of I_c (≤ 2 EM steps)
 MAX_STEP = 1.0  # largest change of u = log θ in one update
 CURVATURE_LAG = 5  # the Newton step divides by the mean curvature of this many earlier updates
+SECANT_WINDOW = 5  # earlier updates whose (u, ḡ) give the secant curvature
+SECANT_Z = 2.0  # the secant slope is used where it is this many SEs above zero
+SECANT_FLOOR = 0.01  # … and at least this share of I_c
 
 
 @dataclass
@@ -101,12 +104,87 @@ def lagged_curvature(history: list[list[float]], current: Tensor, lag: int = CUR
     return torch.tensor(history[-lag:], dtype=torch.float64).mean(0).clamp_min(1e-12)
 
 
-def batch_means_se(values: Tensor, batches: int = 10) -> Tensor:
-    """Standard error of the mean of a correlated sequence (k, p) by batch means (``batches`` blocks)."""
+def secant_curvature(points: list[tuple[list[float], list[float], list[float]]], louis: Tensor,
+                     complete: Tensor, grad: Tensor, previous: Tensor | None = None,
+                     window: int = SECANT_WINDOW) -> Tensor:
+    r"""The Louis curvature ``louis`` lowered, per parameter, to the secant slope of the evidence gradient
+    where the earlier updates show it is smaller.
+
+    ``points`` holds, oldest first, (u_k, ḡ_k, SE(ḡ_k)) of earlier updates (the point where ḡ_k was
+    evaluated). The slope of the least-squares line ḡ ≈ a − H (u − ū) through the last ``window``
+    of them (unweighted: far points, whose ḡ has the smaller SE, would dominate a weighted fit where the
+    line does not hold) estimates H = −d² log p(y | θ)/du² directly. It replaces the Louis curvature
+    where it is more than ``SECANT_Z`` SEs above zero and below it; where it is not significant, the
+    curvature of the previous update (``previous``) is kept, since near θ̂ the steps, and so the spread of
+    u in the window, shrink until the slope cannot be resolved (falling back to the Louis one there froze
+    the iterates 10 SEs short of θ* at d_x = 100). The result is floored at ``SECANT_FLOOR`` · I_c
+    and at |ḡ|/(range of u in the window), ḡ = ``grad`` the current gradient: a step on the secant goes no
+    further beyond the points the line was fitted on than their own spread (a trust region; from a gain
+    4× too small, secant steps without it jumped over θ* into the basin of 2θ*).
+
+    Why: I_c − I_m is a small difference of two large estimates where the missing information dominates
+    (gain at d_x = 100: I_m ≈ 0.96 I_c); the floor max(I_c − I_m, I_c/2) then makes the step two EM steps,
+    an eleventh of the Newton step, and the ascent stalls (measured: from a gain of 0.25, θ = 0.90 after 15
+    updates, 0.98 after 40, θ* = 0.99). The secant reads the curvature off the gradients the loop has
+    already paid for (the adaptive slope of stochastic approximation; Ruppert, 1988), and is independent
+    of the current ḡ, like the lagged Louis curvature."""
+    rows = points[-window:]
+    if len(rows) < 3:
+        return louis
+    us, gs, ses = (torch.tensor([r[i] for r in rows], dtype=torch.float64) for i in range(3))  # (w, p)
+    slope, se = slope_fit(us, gs, ses)
+    significant = slope > SECANT_Z * se
+    base = torch.where(significant, slope, louis if previous is None else previous)
+    span = (us.max(0).values - us.min(0).values).clamp_min(1e-12)
+    floor = torch.maximum(SECANT_FLOOR * complete, grad.abs() / span)
+    return torch.maximum(base, floor).minimum(louis).clamp_min(1e-12)
+
+
+def slope_fit(us: Tensor, gs: Tensor, ses: Tensor) -> tuple[Tensor, Tensor]:
+    """H and SE(H) of the least-squares line ḡ ≈ a − H (u − ū) through points u, ḡ, SE(ḡ), each (k, p)."""
+    du = us - us.mean(0)
+    sxx = (du * du).sum(0).clamp_min(1e-300)
+    slope = -(du * (gs - gs.mean(0))).sum(0) / sxx
+    return slope, (du * du * ses.pow(2)).sum(0).sqrt() / sxx
+
+
+def corrected_average(us: Tensor, gs: Tensor, ses: Tensor, curvatures: Tensor) -> tuple[Tensor, Tensor]:
+    r"""û and SE(û) from the tail of a fit: the points u_k where ḡ_k was evaluated, ḡ_k, SE(ḡ_k) and the
+    step curvatures, each (K, p).
+
+    Near θ̂ the gradient is linear, ḡ_k = H (u* − u_k) + noise, so the mean of the points plus one
+    Newton step on the averaged gradient,
+
+        û = ū + (1/K) Σ_k ḡ_k / Ĥ,     SE(û)² = Σ_k SE(ḡ_k)² / (K Ĥ)² + (ḡ̄ SE(Ĥ) / Ĥ²)²,
+
+    is unbiased for u* whether or not the iterates have settled (a plain Polyak average of iterates
+    still approaching θ* from one side is not), and its SE needs no model of the iterates'
+    autocorrelation. Ĥ is the slope fitted through the tail's points where it is ``SECANT_Z`` SEs above
+    zero (the curvature of the evidence itself), else the mean step curvature; the correction is at most
+    twice the spread of the points (beyond it the line is not trusted). Measured before this (the mean of
+    the iterates with a batch-means SE): with exact posterior samples, gain at d_x = 100, 12 repeats, the
+    spread of θ̂ was 1.4–1.7× its reported SE."""
+    mean_u, mean_g = us.mean(0), gs.mean(0)
+    k = us.shape[0]
+    slope, slope_se = slope_fit(us, gs, ses)
+    ok = slope > SECANT_Z * slope_se
+    h = torch.where(ok, slope, curvatures.mean(0)).clamp_min(1e-12)
+    h_se = torch.where(ok, slope_se, torch.zeros_like(slope_se))
+    span = us.max(0).values - us.min(0).values
+    shift = mean_g / h
+    shift = torch.maximum(torch.minimum(shift, 2 * span), -2 * span)
+    se = ((ses.pow(2).sum(0) / (k * h) ** 2) + (mean_g * h_se / h**2).pow(2)).sqrt()
+    return mean_u + shift, torch.maximum(se, long_run_se(us))
+
+
+def long_run_se(values: Tensor) -> Tensor:
+    r"""SE of the mean of an autocorrelated sequence (k, p) under an AR(1) model:
+    sd · √((1 + ρ)/(1 − ρ)) / √k, ρ the lag-1 autocorrelation (clamped to [0, 0.9]).
+
+    For a Newton iteration on a linear gradient this is σ/(√k H) whatever step curvature the iteration
+    used, so it does not inherit the upward bias of a curvature fitted to the iterates' own path."""
     k = values.shape[0]
-    batches = max(2, min(batches, k // 2))
-    size = k // batches
-    if size < 1:
-        return torch.full((values.shape[1],), float("nan"), dtype=torch.float64)
-    means = values[: batches * size].reshape(batches, size, -1).mean(1)
-    return means.std(0, unbiased=True) / batches**0.5
+    centred = values - values.mean(0)
+    var = centred.pow(2).mean(0).clamp_min(1e-300)
+    rho = ((centred[1:] * centred[:-1]).mean(0) / var).clamp(0.0, 0.9)
+    return (var * k / max(k - 1, 1)).sqrt() * ((1 + rho) / (1 - rho)).sqrt() / k**0.5

@@ -29,10 +29,12 @@ g and 2g explain y almost equally) they end at the maximum of the basin they sta
 (benchmarks/results/fit_gmm/). ``starts`` = K > 1 runs K local fits (the user's start and K − 1
 spread over the bounds) and keeps the one with the largest MCGDiff evidence estimate
 (:mod:`diffinv.fitting.evidence`; K times the cost, plus the estimates).
-Both loops take ``steps`` θ updates; θ̂ is exp of the mean of u over
-the last ``average`` share of them (Polyak averaging), with a Monte Carlo standard error: the larger
-of a batch-means estimate over the iterates and the gradient noise propagated through the
-curvature, √(Σ_k (SE(ḡ_k)/H_k)²)/K (delta method: SE(θ̂) = θ̂ SE(ū)). The samples returned are a
+Both loops take ``steps`` θ updates. The nested loop's step curvature is lowered to the secant slope of
+its earlier gradients where that is smaller (:func:`estimator.secant_curvature`: where the missing
+information dominates, the Louis curvature's floor made the ascent EM-slow). θ̂ is exp of û, the mean of
+the points of the last ``average`` share of updates plus one Newton step on their mean gradient, with the
+larger of its gradient-noise SE and an AR(1) long-run SE of the points
+(:func:`estimator.corrected_average`; delta method: SE(θ̂) = θ̂ SE(û)). The samples returned are a
 fresh run of the sampler at θ̂ with the generator of ``seed`` (the loop draws from
 ``seed + FIT_SEED_OFFSET``): the samples a plain solve with θ̂ typed in would give.
 
@@ -50,7 +52,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from diffinv.fitting.estimator import batch_means_se, evidence_terms, lagged_curvature, newton_step
+from diffinv.fitting.estimator import (
+    SECANT_WINDOW,
+    corrected_average,
+    evidence_terms,
+    lagged_curvature,
+    newton_step,
+    secant_curvature,
+)
 from diffinv.fitting.evidence import log_evidence, start_points
 from diffinv.fitting.params import ParametricProblem
 from diffinv.fitting.steppers import draw_samples, is_stepwise
@@ -170,33 +179,38 @@ def fit_parameters(prior: DiffusionPrior, parametric: ParametricProblem, sampler
 
 def _estimate(trace: list[dict[str, Any]], config: FitConfig, parametric: ParametricProblem
               ) -> tuple[dict[str, float], dict[str, float], list[float]]:
-    """θ̂ (the mean of u over the tail), its SE and û: the larger of batch means over the iterates and the
-    gradient noise of the averaged updates propagated through the curvature (SE(ḡ)/H per update)."""
-    us = torch.tensor([[math.log(v) for v in row["theta"].values()] for row in trace], dtype=torch.float64)
-    tail = us[-tail_length(config):]
-    u_hat = tail.mean(0)
-    tail_rows = trace[-tail.shape[0]:]
-    grad_se = torch.tensor([row["grad_se"] for row in tail_rows], dtype=torch.float64)
-    curv = torch.tensor([row["curvature"] for row in tail_rows], dtype=torch.float64)
-    se_u = torch.maximum(batch_means_se(tail).nan_to_num(0.0),
-                         (grad_se / curv).pow(2).sum(0).sqrt() / tail.shape[0])
+    """θ̂, its SE and û from the averaged tail: the mean of its points plus a Newton step on its mean
+    gradient (:func:`estimator.corrected_average`), clipped to the bounds."""
+    tail = trace[-tail_length(config):]
+    us = torch.tensor([[math.log(v) for v in row["grad_at"].values()] for row in tail], dtype=torch.float64)
+    gs, ses, curv = (torch.tensor([row[key] for row in tail], dtype=torch.float64)
+                     for key in ("grad", "grad_se", "curvature"))
+    u_hat, se_u = corrected_average(us, gs, ses, curv)
+    u_hat = [p.clip_log(float(v)) for p, v in zip(parametric.params, u_hat, strict=True)]
     names = parametric.names
-    values = {n: math.exp(float(v)) for n, v in zip(names, u_hat, strict=True)}
+    values = {n: math.exp(v) for n, v in zip(names, u_hat, strict=True)}
     se = {n: values[n] * float(s) for n, s in zip(names, se_u, strict=True)}
-    return values, se, u_hat.tolist()
+    return values, se, u_hat
 
 
 def _update(parametric: ParametricProblem, u: list[float], samples: Tensor, config: FitConfig,
             trace: list[dict[str, Any]], counting: CountingPrior,
-            progress: Callable[[float], None] | None) -> list[float]:
+            progress: Callable[[float], None] | None, secant: bool = True) -> list[float]:
     terms = evidence_terms(parametric, u, samples)
     # burn-in: the current curvature (steps shrink at once where θ enters a narrow peak); the averaged
     # tail: the lagged one, whose fixed point is unbiased (estimator.lagged_curvature)
     in_tail = len(trace) >= burn_in(config)
-    curvature = (lagged_curvature([row["curvature_estimate"] for row in trace[burn_in(config):]],
-                                  terms.curvature) if in_tail else terms.curvature)
+    louis = (lagged_curvature([row["curvature_estimate"] for row in trace[burn_in(config):]],
+                              terms.curvature) if in_tail else terms.curvature)
+    # lowered to the secant slope of the earlier gradients where they show it smaller (estimator.secant_…)
+    points = [([math.log(v) for v in row["grad_at"].values()], row["grad"], row["grad_se"]) for row in trace]
+    previous = torch.tensor(trace[-1]["curvature"], dtype=torch.float64) if trace else None
+    window = max(SECANT_WINDOW, len(trace) - burn_in(config))  # the tail: every tail point (θ settles)
+    curvature = (secant_curvature(points, louis, terms.complete_info, terms.grad, previous, window)
+                 if secant else louis)
+    at = parametric.values(u)
     u = newton_step(parametric, u, terms, config.rate, curvature)
-    trace.append({"step": len(trace) + 1, "theta": parametric.values(u),
+    trace.append({"step": len(trace) + 1, "theta": parametric.values(u), "grad_at": at,
                   "grad": terms.grad.tolist(), "grad_se": terms.grad_se.tolist(),
                   "curvature": curvature.tolist(), "curvature_estimate": terms.curvature.tolist(),
                   "nfe_forward": counting.stats.forward, "nfe_backward": counting.stats.backward})
@@ -243,7 +257,10 @@ def _single(counting: CountingPrior, parametric: ParametricProblem, sampler: Any
         done = [slot for slot in queue if slot[1] == n]
         queue = [slot for slot in queue if slot[1] < n]
         for slot in done:
-            u = _update(parametric, u, slot[0].detach().cpu(), config, trace, counting, progress)
+            # no secant: a trajectory's ḡ is from samples that saw the last M values of θ, not u alone
+            # (with it, the test gain fit from 0.25 overshot into the basin of 2θ*)
+            u = _update(parametric, u, slot[0].detach().cpu(), config, trace, counting, progress,
+                        secant=False)
             if reentry:
                 row = trace[-1]
                 drifting = any(abs(g) > RESTART_Z * se
