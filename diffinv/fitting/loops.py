@@ -202,12 +202,13 @@ def _update(parametric: ParametricProblem, u: list[float], samples: Tensor, conf
     in_tail = len(trace) >= burn_in(config)
     louis = (lagged_curvature([row["curvature_estimate"] for row in trace[burn_in(config):]],
                               terms.curvature) if in_tail else terms.curvature)
-    # lowered to the secant slope of the earlier gradients where they show it smaller (estimator.secant_…)
-    points = [([math.log(v) for v in row["grad_at"].values()], row["grad"], row["grad_se"]) for row in trace]
-    previous = torch.tensor(trace[-1]["curvature"], dtype=torch.float64) if trace else None
-    window = max(SECANT_WINDOW, len(trace) - burn_in(config))  # the tail: every tail point (θ settles)
-    curvature = (secant_curvature(points, louis, terms.complete_info, terms.grad, previous, window)
-                 if secant else louis)
+    curvature = louis
+    if secant:  # lowered to the secant slope of the earlier gradients where they show it smaller
+        points = [([math.log(v) for v in row["grad_at"].values()], row["grad"], row["grad_se"])
+                  for row in trace]
+        previous = torch.tensor(trace[-1]["curvature"], dtype=torch.float64) if trace else None
+        window = max(SECANT_WINDOW, len(trace) - burn_in(config))  # the tail: every tail point
+        curvature = secant_curvature(points, louis, terms.complete_info, terms.grad, previous, window)
     at = parametric.values(u)
     u = newton_step(parametric, u, terms, config.rate, curvature)
     trace.append({"step": len(trace) + 1, "theta": parametric.values(u), "grad_at": at,
