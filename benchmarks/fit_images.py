@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--fit-method", default="single")
     parser.add_argument("--fit-steps", type=int, default=16)
     parser.add_argument("--fit-samples", type=int, default=2)
+    parser.add_argument("--fit-slots", type=int, default=10, help="single loop: trajectories in the queue")
+    parser.add_argument("--fit-restart", type=float, default=1.0,
+                        help="single loop: share of the steps a finished trajectory re-runs (< 1: chains)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a preset override for all three solves, e.g. pgdm.eta=1 (repeatable)")
@@ -85,7 +88,8 @@ def main() -> None:
             rec = {"image": i, "sigma": sigma, "sigma_y": sigma_y}
             runs = {"fitted": SolveConfig(**base, fit=("operator.sigma", "noise.sigma_y"),
                                           fit_method=args.fit_method, fit_steps=args.fit_steps,
-                                          fit_samples=args.fit_samples, overrides=dict(sets)),
+                                          fit_samples=args.fit_samples, fit_slots=args.fit_slots,
+                                          fit_restart=args.fit_restart, overrides=dict(sets)),
                     "true": SolveConfig(**base, overrides={**sets, "operator.sigma": sigma,
                                                            "noise.sigma_y": sigma_y}),
                     "wrong": SolveConfig(**base, overrides={**sets, "operator.sigma": 2 * sigma,
@@ -112,12 +116,23 @@ def main() -> None:
             write(Path(args.out), records, args, start)
 
 
+def loop_name(args: argparse.Namespace) -> str:
+    """The loop in words: nested, the single loop's queue, or its chains (``--fit-restart`` < 1)."""
+    if args.fit_method != "single":
+        return f"{args.fit_method} loop"
+    if args.fit_restart < 1:
+        return (f"single loop with {args.fit_slots} chain(s) re-noised to the last {args.fit_restart:.0%} of "
+                "the steps after each update")
+    return f"single loop (a queue of {args.fit_slots} trajectories)"
+
+
 def write(out: Path, records: list[dict], args: argparse.Namespace, start: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "seconds": time.perf_counter() - start, "checkpoint": args.checkpoint,
             "data": args.data, "sampler": args.sampler, "steps": args.steps, "num_samples": args.num_samples,
             "fit_method": args.fit_method, "fit_steps": args.fit_steps, "fit_samples": args.fit_samples,
+            "fit_slots": args.fit_slots, "fit_restart": args.fit_restart,
             "command": "python benchmarks/fit_images.py " + " ".join(sys.argv[1:])}
     (out / "fit_images.json").write_text(json.dumps({"info": info, "records": records}, indent=1) + "\n")
     rel_s = np.array([abs(r["fit_sigma"] / r["sigma"] - 1) for r in records])
@@ -129,7 +144,7 @@ def write(out: Path, records: list[dict], args: argparse.Namespace, start: float
              f"`{info['command']}` — {n} held-out test images of `{args.data}`, prior "
              f"`{args.checkpoint}`, sampler {args.sampler} ({args.steps} steps, {args.num_samples} samples, "
              "posterior mean scored), "
-             f"fit: {args.fit_method} loop, {args.fit_steps} updates of {args.fit_samples} samples, started "
+             f"fit: {loop_name(args)}, {args.fit_steps} updates of {args.fit_samples} samples, started "
              "at the preset's σ = 1.5 px, σ_y = 0.025. Truth per image: σ ~ U(0.8, 2.5), σ_y ~ logU(0.01, "
              "0.05). 'wrong' = both parameters 2× the truth.", "",
              "| | median | max |", "|---|---|---|",
