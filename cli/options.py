@@ -39,14 +39,17 @@ FitOpt = Annotated[list[str] | None, typer.Option(
     "--fit", help="Estimate a parameter by maximum evidence while sampling: noise.sigma_y, operator.FIELD "
                   "(e.g. operator.sigma of blur_gauss); NAME=START sets its start (bounds: the preset's fit "
                   "section). Repeatable.")]
-FitMethodOpt = Annotated[str, typer.Option(help="single (one loop: trajectories queued while θ moves; dps, "
-                                           "pgdm) or nested (a full run per θ update; any sampler).")]
+FitMethodOpt = Annotated[str, typer.Option(help="single (one loop: the sampler's trajectories advance while "
+                                           "θ moves; dps, pgdm) or nested (a full run per θ update; any "
+                                           "sampler).")]
 FitStepsOpt = Annotated[int, typer.Option(help="θ updates of --fit (θ̂ averages the last half).")]
 FitSamplesOpt = Annotated[int, typer.Option(help="Posterior samples per θ update of --fit.")]
 FitRestartOpt = Annotated[float, typer.Option(help="Single loop: share of the sampler's steps a finished "
-                                              "trajectory re-runs after re-noising (1 = from noise; e.g. "
-                                              "0.25 with --fit-slots 1: a chain at a quarter of the cost).")]
-FitSlotsOpt = Annotated[int, typer.Option(help="Single loop: trajectories in its queue.")]
+                                              "trajectory re-runs after re-noising (the default 0.25 with "
+                                              "--fit-slots 1: one chain, an update at a quarter of a run's "
+                                              "cost; 1 = every trajectory from noise).")]
+FitSlotsOpt = Annotated[int, typer.Option(help="Single loop: trajectories in its queue (with --fit-restart "
+                                          "1, e.g. 10: the queue of Implicit Diffusion's Algorithm 3).")]
 FitStartsOpt = Annotated[int, typer.Option(help="Local fits from this many starts (yours and others spread "
                                            "over the bounds); the one with the largest MCGDiff evidence "
                                            "estimate is kept. For a multimodal evidence; K times the cost.")]

@@ -75,11 +75,11 @@ class SolveConfig:
     checkpointing: bool = False  # activation checkpointing in backward passes (ADM / diffusers)
     overrides: dict[str, Any] = field(default_factory=dict)
     fit: tuple[str, ...] = ()  # parameters to estimate by maximum evidence (NAME or NAME=START)
-    fit_method: str = "single"  # single (one loop, a queue of trajectories) or nested
+    fit_method: str = "single"  # single (one loop: chains or a queue of trajectories) or nested
     fit_steps: int = 40  # θ updates
     fit_samples: int = 8  # samples per θ update
-    fit_slots: int = 10  # single loop: trajectories in the queue
-    fit_restart: float = 1.0  # single loop: share of the steps a finished trajectory re-runs
+    fit_slots: int = 1  # single loop: trajectories in the queue (1 with fit_restart < 1: one chain)
+    fit_restart: float = 0.25  # single loop: share of the steps a finished trajectory re-runs (1: from noise)
     fit_starts: int = 1  # local fits from this many starts, the best by an evidence estimate
 
 

@@ -22,7 +22,7 @@ Diffusion: efficient optimization through stochastic sampling* (2024):
   across θ updates. For an exact sampler the re-noise-and-denoise cycle leaves p(x | y, θ) invariant; it
   mixes more slowly the smaller r is, and a chain remembers the θ it came from, so while the evidence
   gradient is more than ``RESTART_Z`` SEs from zero (θ still drifting) a chain restarts from noise instead.
-  With ``slots`` = 1 it is one chain (measured: benchmarks/results/fit_gmm_chain/).
+  With ``slots`` = 1 it is one chain (measured: benchmarks/results/fit_gmm/, fit_images_chain/).
 
 Both loops are local ascents: where log p(y | θ) has several maxima (a gain of a lattice-like prior:
 g and 2g explain y almost equally) they end at the maximum of the basin they start in
