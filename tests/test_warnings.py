@@ -51,3 +51,15 @@ def test_batched_runs_warn_per_item():
     for item in bad.per_item(2):
         (message,) = item.diagnostics["warnings"]
         assert message.startswith("dps: the samples do not fit")
+
+
+def test_samples_that_overfit_the_noise_are_reported():
+    """DPS with the paper's normalised step pins A x to y on a weak observation (residual ≈ 0.1); the
+    score-consistent bound (``likelihood_cap``) gives posterior-like residuals and no warning."""
+    gmm = make_problem(10, 1, seed=159)  # a tuning seed (benchmarks report seeds 0–19)
+    paper = sampler_class("dps")(zeta=0.1, num_steps=200).sample(gmm.prior, gmm.problem, 200, make_generator(0))
+    assert paper.diagnostics["data_residual"] < 0.25
+    assert any("more closely than its noise allows" in w for w in paper.diagnostics["warnings"])
+    capped = sampler_class("dps")(zeta=0.1, num_steps=200, likelihood_cap=1.0).sample(
+        gmm.prior, gmm.problem, 200, make_generator(0))
+    assert capped.diagnostics["warnings"] == [], capped.diagnostics["warnings"]

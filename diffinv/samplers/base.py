@@ -184,9 +184,7 @@ class Sampler(ABC):
         diagnostics = dict(diagnostics)
         run_warnings = list(diagnostics.get("warnings", []))  # the sampler's own, for the whole run
         ratios = data_residuals(problem, samples, num_samples)  # one per observation (None: σ_y = 0)
-        items = [[f"{self.name}: the samples do not fit the observation (residual ‖y − A x‖/(σ_y √m) = "
-                  f"{r:.1f}, about 1 for posterior samples); more steps or other settings may help"]
-                 if r is not None and r > RESIDUAL_WARNING else [] for r in ratios]
+        items = [residual_warnings(self.name, r) for r in ratios]
         diagnostics["data_residual"] = ratios if problem.batched else ratios[0]
         diagnostics["run_warnings"], diagnostics["item_warnings"] = run_warnings, items
         diagnostics["warnings"] = run_warnings + [
@@ -205,11 +203,30 @@ class Sampler(ABC):
 
 
 RESIDUAL_WARNING = 3.0  # a posterior sample fits y to about 1–1.5 noise standard deviations per coordinate
+# Below this the samples fit y more closely than its noise allows. For posterior samples, per observed
+# coordinate with prior variance v along it, y − A x ~ N((1 − k) y, k σ_y²), k = s² v / (s² v + σ_y²): the mean
+# of ‖y − A x‖/(σ_y √m) stays above about 0.55 for every k (0.8 at k = 1, where |N(0, 1)| has mean 0.8).
+OVERFIT_WARNING = 0.25
+
+
+def residual_warnings(name: str, ratio: float | None) -> list[str]:
+    """The one-line warnings of a data residual (``data_residuals``): too large or too small."""
+    if ratio is None:
+        return []
+    if ratio > RESIDUAL_WARNING:
+        return [f"{name}: the samples do not fit the observation (residual ‖y − A x‖/(σ_y √m) = {ratio:.1f}, "
+                "about 1 for posterior samples); more steps or other settings may help"]
+    if ratio < OVERFIT_WARNING:
+        return [f"{name}: the samples fit the observation more closely than its noise allows (residual "
+                f"‖y − A x‖/(σ_y √m) = {ratio:.2f}, 0.55–1 for posterior samples): the guidance over-fits "
+                "the noise and the samples are too narrow along the observed directions"]
+    return []
 
 
 def data_residuals(problem: InverseProblem, samples: Tensor, per_item: int) -> list[float | None]:
     """Per observation, the mean over its samples (B·k, *shape), item by item, of ‖y − A x‖ / (σ_y √m):
-    about 1 for exact posterior samples (None for σ_y = 0). Above ``RESIDUAL_WARNING`` the run warns."""
+    about 1 for exact posterior samples (None for σ_y = 0). Above ``RESIDUAL_WARNING`` or below
+    ``OVERFIT_WARNING`` the run warns (:func:`residual_warnings`)."""
     if problem.sigma_y <= 0:
         return [None] * problem.num_items
     op = problem.operator.original  # float64, where it was built (the samples are copied there anyway)

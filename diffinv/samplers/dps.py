@@ -9,6 +9,14 @@ Sketch: on a descending grid t_{n−1} > … > t_0 = 0 → clean, from x ~ N(0, 
 The last step (0 → clean) returns x̂0 minus one more guidance step (the DCPS / MGPS variant of the
 paper's "return x̂0"). Cost: n forward + n backward evaluations per sample.
 
+``likelihood_cap`` κ (0 = off) bounds the step by κ times the score-consistent one: adding
+∇ log N(y; A x̂0, Σ_t) to the prior score moves x̂0 by (1 − ᾱ_t)/√ᾱ_t times it, hence x_s by c_0 times that,
+
+    ζ_t ≤ κ c_0 (1 − ᾱ_t) / (2 √ᾱ_t Σ_t),    Σ_t = σ_y² + (1 − ᾱ_t) s_max²
+
+(scalar Σ_t: ΠGDM's r_t² = 1 − ᾱ_t with the largest singular value s_max, so the bound is loose on the other
+directions). The normalised step is far above it once t is small (it does not shrink with σ_y or the step).
+
 Choices (samplers.md §2.3, §2.5, pitfalls S3–S6):
 * ζ is the paper's ζ' on ∇‖r‖² / ‖r‖; the official code's ``scale`` multiplies ∇‖r‖, so scale = 2ζ.
 * ‖r‖ is per sample; the official code takes one norm over the whole batch, coupling samples.
@@ -20,6 +28,7 @@ Notation: ``zeta`` ζ', ``resid`` r = y − A x̂0, ``coeffs`` (c_x, c_0, σ) of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +50,11 @@ class DPSConfig:
     eta: float = 1.0
     zeta: float = 1.0
     clip_x0: bool = False
+    likelihood_cap: float = 0.0
 
     def __post_init__(self) -> None:
-        check_options(self, positive=("num_steps",), unit=("eta",), nonnegative=("zeta",))
+        check_options(self, positive=("num_steps",), unit=("eta",),
+                      nonnegative=("zeta", "likelihood_cap"))
 
 
 class DPSSampler(Sampler):
@@ -68,8 +79,10 @@ class DPSSampler(Sampler):
 
     def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
                 dtype: torch.dtype) -> StepContext:
-        return StepContext(problem.operator.to(device, dtype), problem.rows(per_item, device, dtype),
-                           self.step_pairs(prior))
+        y = problem.rows(per_item, device, dtype)
+        s_max = largest_singular(problem.operator) if self.config.likelihood_cap > 0 else 0.0
+        return StepContext(problem.operator.to(device, dtype), y, self.step_pairs(prior), problem.sigma_y ** 2,
+                           s_max ** 2)
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
@@ -87,7 +100,13 @@ class DPSSampler(Sampler):
         coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s), cfg.eta)
         guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)  # grad row i = ∇_{x_i} ‖r_i‖²
         norm = guided.value.sqrt()
-        step = per_sample(cfg.zeta / norm.clamp_min(torch.finfo(x.dtype).tiny), len(prior.shape))
+        zeta = cfg.zeta / norm.clamp_min(torch.finfo(x.dtype).tiny)
+        if cfg.likelihood_cap > 0:
+            abar_t = prior.schedule.alpha_bar_at(t)
+            var = ctx.sigma2 + (1 - abar_t) * ctx.s_max2
+            cap = cfg.likelihood_cap * coeffs.c_0 * (1 - abar_t) / (2 * math.sqrt(abar_t) * max(var, 1e-30))
+            zeta = zeta.clamp_max(cap)
+        step = per_sample(zeta, len(prior.shape))
         ctx.residual_norms.append(norm.mean())  # stays on the device until the end
         return (ddim_sample(x.detach(), guided.x0, coeffs, generator) - step * guided.grad).detach()
 
@@ -95,9 +114,26 @@ class DPSSampler(Sampler):
 @dataclass
 class StepContext:
     """What the steps of one run share: A on the device, y rows (rows or 1, *out_shape), the grid's pairs
-    (computed once: the grid is a host computation)."""
+    (computed once: the grid is a host computation), σ_y² and s_max² for the step bound."""
 
     op: Any
     y: Tensor
     pairs: list[tuple[int, int]]
+    sigma2: float = 0.0  # σ_y²
+    s_max2: float = 0.0  # s_max², only with likelihood_cap
     residual_norms: list = field(default_factory=list)
+
+
+def largest_singular(op: Any, iterations: int = 50) -> float:
+    """s_max of A: from its SVD where it has one, else power iteration on AᵀA from a fixed start."""
+    if getattr(op, "has_svd", False):
+        return float(op.singulars().max())
+    v = torch.ones(1, *op.in_shape, dtype=torch.float64, device=op.device)
+    norm = 0.0
+    for _ in range(iterations):
+        w = op.At(op.A(v)).double()
+        norm = float(w.norm())
+        if norm == 0.0:
+            return 0.0
+        v = w / norm
+    return math.sqrt(norm)
