@@ -200,15 +200,15 @@ def test_tikhonov_baseline_is_the_gaussian_posterior_mean():
 
 
 def test_dps_likelihood_cap_is_score_consistent_on_a_unit_gaussian():
-    """N(0, I) prior, one observation with s = 1: x̂0 = √ᾱ_t x_t and Σ_t = σ_y² + (1 − ᾱ_t) exactly, so DPS with
-    its step bounded by the score-consistent one (ζ' large: the bound is active at every step) is the
+    """N(0, I) prior, one observation with s = 1: x̂0 = √ᾱ_t x_t and Σ_t = σ_y² + (1 − ᾱ_t) exactly, so DPS
+    with its step bounded by the score-consistent one (ζ' large: the bound is active at every step) is the
     reverse DDPM of the exact posterior. Mean and variance along Aᵀ within 4 standard errors (+ 0.01)."""
     a = torch.tensor([[0.5, 0.5, 0.5, 0.5]], dtype=D)  # ‖a‖ = 1
     sigma, n = 0.5, 4000
     prior = gaussian_prior(torch.zeros(4, dtype=D), torch.eye(4, dtype=D))
     problem = InverseProblem(DenseOperator(a), torch.tensor([0.8], dtype=D), GaussianNoise(sigma))
-    out = DPSSampler(num_steps=1000, zeta=1e6, likelihood_cap=1.0).sample(prior, problem, n, make_generator(3),
-                                                                         dtype=D)
+    dps = DPSSampler(num_steps=1000, zeta=1e6, likelihood_cap=1.0)
+    out = dps.sample(prior, problem, n, make_generator(3), dtype=D)
     u = out.samples.reshape(n, 4) @ a[0]
     var = 1 / (1 + 1 / sigma**2)  # posterior of a·x: N(0.8 var / σ², var)
     assert abs(float(u.mean()) - 0.8 * var / sigma**2) < 4 * (var / n) ** 0.5 + 0.01

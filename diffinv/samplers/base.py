@@ -204,8 +204,8 @@ class Sampler(ABC):
 
 RESIDUAL_WARNING = 3.0  # a posterior sample fits y to about 1–1.5 noise standard deviations per coordinate
 # Below this the samples fit y more closely than its noise allows. For posterior samples, per observed
-# coordinate with prior variance v along it, y − A x ~ N((1 − k) y, k σ_y²), k = s² v / (s² v + σ_y²): the mean
-# of ‖y − A x‖/(σ_y √m) stays above about 0.55 for every k (0.8 at k = 1, where |N(0, 1)| has mean 0.8).
+# coordinate with prior variance v along it, y − A x ~ N((1 − k) y, k σ_y²), k = s² v / (s² v + σ_y²): the
+# mean of ‖y − A x‖/(σ_y √m) stays above about 0.55 for every k (0.8 at k = 1, where |N(0, 1)| has mean 0.8).
 OVERFIT_WARNING = 0.25
 
 

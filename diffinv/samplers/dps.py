@@ -81,8 +81,8 @@ class DPSSampler(Sampler):
                 dtype: torch.dtype) -> StepContext:
         y = problem.rows(per_item, device, dtype)
         s_max = largest_singular(problem.operator) if self.config.likelihood_cap > 0 else 0.0
-        return StepContext(problem.operator.to(device, dtype), y, self.step_pairs(prior), problem.sigma_y ** 2,
-                           s_max ** 2)
+        return StepContext(problem.operator.to(device, dtype), y, self.step_pairs(prior),
+                           problem.sigma_y ** 2, s_max ** 2)
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
