@@ -10,6 +10,20 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   ζ' = 0.1 no worse than 0.3 on 6 of 8 seeds (1.02 / 1.74 on seed 101, 1.07 / 3.66 on seed 106).
   Earlier, on seeds 100–104 only, ζ' = 0.3 had looked best at d_x = 10 (1.54); ζ' = 1.0 overshoots
   (SW 10.4 on seed 103 at d_x = 100, whose prior samples score 3.6).
+  The step is bounded by the score-consistent one (``likelihood_cap`` κ = 1, `diffinv/samplers/dps.py`):
+  ζ_t ≤ c_0 (1 − ᾱ_t) / (2 √ᾱ_t (σ_y² + (1 − ᾱ_t) s_max²)), one rule that carries σ_y and A's spectrum into
+  the step, κ = 1 by derivation, not tuned. The paper's normalised step pins A x to y (data residual
+  ‖y − A x‖/σ_y 0.05–0.2 against 0.8–1 for exact samples), which on a weak observation puts the samples
+  in modes that fit y better than the truth. Tuning seeds 100–199 on d_x ∈ {10, 20, 40} × d_y ∈ {1, 2, 4}
+  (900 runs, 1000 samples), unbounded → bounded: worse than the prior on 33 → 5 runs (the 5 by 1–10 %),
+  median SW lower in 7 of 9 cells ((10, 4) 0.41 → 0.10, (20, 1) 1.92 → 1.41, (40, 1) 1.71 → 1.61; higher
+  at (20, 2) 0.24 → 0.28 and (40, 2) 0.38 → 0.49), mean lower in all 9, lower SW on 608 / 900 runs.
+  d_x = 100: d_y = 1 seeds 100–119 median 1.54 → 1.43, mean 2.46 → 2.13 (worse than the prior 1 → 0);
+  d_y = 2 / 4 seeds 100–109 median 0.28 → 0.28 / 0.27 → 0.08. On the 33 runs the unbounded step lost,
+  κ = 0.3 / 1 / 3 left 2 / 5 / 10 worse than the prior, but κ = 0.3 under-fits (residual 1.3–5.7 at
+  d_x = 100; median SW 1.75 against 1.24 there on seeds 100–109, 1.14 against 0.27 on 49 random tuning runs
+  of the other cells). Stopping
+  the pull at the noise level instead (ζ_t · (1 − m σ_y² / ‖r‖²)₊) left 19 of the 33.
 * pgdm: 300 DDIM steps, η = 1, w = 1 [d_x = 10: 1.73, 100 steps gave 2.3; d_x = 100: 8.0, 100 steps
   8.4 — prior samples score 8.6 there: with one observation among 100 coordinates the mode choice is
   made by the unobserved ones].
@@ -52,7 +66,8 @@ def gmm_preset(sampler: str, dx: int) -> dict[str, Any]:
     """Config overrides for ``sampler`` on the GMM benchmark of dimension ``dx``."""
     presets: dict[str, dict[str, Any]] = {
         "exact": {},
-        "dps": {"zeta": 0.1, "num_steps": 1000},
+        # the step bounded by the score-consistent one (DPSConfig.likelihood_cap, docstring above)
+        "dps": {"zeta": 0.1, "num_steps": 1000, "likelihood_cap": 1.0},
         "pgdm": {"num_steps": 300},
         "ddrm": {"num_steps": 1000, "eta": 1.0},
         # N = 64 (official) up to d_x = 10; above, 16 filters of N = 4096, 128 draws each (docstring)

@@ -10,12 +10,16 @@ The last step (0 → clean) returns x̂0 minus one more guidance step (the DCPS 
 paper's "return x̂0"). Cost: n forward + n backward evaluations per sample.
 
 ``likelihood_cap`` κ (0 = off) bounds the step by κ times the score-consistent one: adding
-∇ log N(y; A x̂0, Σ_t) to the prior score moves x̂0 by (1 − ᾱ_t)/√ᾱ_t times it, hence x_s by c_0 times that,
+∇ log N(y; A x̂0, Σ_t) to the prior score moves x̂0 by (1 − ᾱ_t)/√ᾱ_t times it, hence x_s by c_0 times that.
+With A = U S Vᵀ and Σ_t = σ_y² I + (1 − ᾱ_t) A Aᵀ (ΠGDM's r_t² = 1 − ᾱ_t), diagonal in U, the step is taken
+per spectral direction i of y as the smaller of the two:
 
-    ζ_t ≤ κ c_0 (1 − ᾱ_t) / (2 √ᾱ_t Σ_t),    Σ_t = σ_y² + (1 − ᾱ_t) s_max²
+    x_s = DDIM(x_t, x̂0) − ∇_{x_t} Σ_i ζ_{t,i} (Uᵀ r)_i²,
+    ζ_{t,i} = min(ζ / ‖r‖,  κ c_0 (1 − ᾱ_t) / (2 √ᾱ_t (σ_y² + (1 − ᾱ_t) s_i²)))      (ζ_{t,i} held fixed)
 
-(scalar Σ_t: ΠGDM's r_t² = 1 − ᾱ_t with the largest singular value s_max, so the bound is loose on the other
-directions). The normalised step is far above it once t is small (it does not shrink with σ_y or the step).
+(an operator without an SVD uses s_max for every direction, from power iteration). The normalised step is
+far above the bound once t is small, since it shrinks with neither σ_y nor the step length; it pins A x̂0
+to y and so over-fits the noise (measured in ``diffinv/benchmarks/gmm_presets.py``).
 
 Choices (samplers.md §2.3, §2.5, pitfalls S3–S6):
 * ζ is the paper's ζ' on ∇‖r‖² / ‖r‖; the official code's ``scale`` multiplies ∇‖r‖, so scale = 2ζ.
@@ -80,9 +84,16 @@ class DPSSampler(Sampler):
     def prepare(self, prior: CountingPrior, problem: InverseProblem, per_item: int, device: torch.device,
                 dtype: torch.dtype) -> StepContext:
         y = problem.rows(per_item, device, dtype)
-        s_max = largest_singular(problem.operator) if self.config.likelihood_cap > 0 else 0.0
-        return StepContext(problem.operator.to(device, dtype), y, self.step_pairs(prior),
-                           problem.sigma_y ** 2, s_max ** 2)
+        op = problem.operator.to(device, dtype)
+        s2 = None
+        if self.config.likelihood_cap > 0:
+            if getattr(op, "has_svd", False):  # s_i² per direction of y (0 where A has no singular value)
+                sing = problem.operator.original.singulars()
+                s2 = op.pad((sing ** 2)[None], op.out_dim)[0].to(device=device, dtype=torch.float64)
+            else:
+                s2 = torch.full((1,), largest_singular(problem.operator) ** 2, dtype=torch.float64,
+                                device=device)
+        return StepContext(op, y, self.step_pairs(prior), problem.sigma_y ** 2, s2)
 
     def start(self, prior: CountingPrior, ctx: StepContext, rows: int,
               generator: torch.Generator | None) -> Tensor:
@@ -94,18 +105,30 @@ class DPSSampler(Sampler):
         cfg, (t, s) = self.config, ctx.pairs[k]
         op, y = ctx.op, ctx.y
 
+        coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s), cfg.eta)
+        tiny = torch.finfo(x.dtype).tiny
+        if cfg.likelihood_cap > 0:
+            abar = prior.schedule.alpha_bar_at(t)
+            bound = (cfg.likelihood_cap * coeffs.c_0 * (1 - abar)
+                     / (2 * math.sqrt(abar) * (ctx.sigma2 + (1 - abar) * ctx.s2).clamp_min(1e-30))).to(x.dtype)
+
+            def bounded(x_t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+                r = (y - op.A(x0)).reshape(x0.shape[0], -1)
+                rb = op.Ut(r.reshape(-1, *op.out_shape)) if ctx.s2.numel() > 1 else r
+                norm2 = (r ** 2).sum(-1)
+                zeta = torch.minimum((cfg.zeta / norm2.detach().sqrt().clamp_min(tiny))[:, None], bound)
+                return (zeta * rb ** 2).sum(-1), norm2.detach()  # Σ_i ζ_{t,i} (Uᵀ r)_i², ‖r‖²
+
+            guided = guided_denoise(prior, x, t, bounded, cfg.clip_x0)
+            ctx.residual_norms.append(guided.extra.sqrt().mean())
+            return (ddim_sample(x.detach(), guided.x0, coeffs, generator) - guided.grad).detach()
+
         def objective(x_t: Tensor, x0: Tensor) -> Tensor:
             return ((y - op.A(x0)) ** 2).reshape(x0.shape[0], -1).sum(-1)  # ‖r_i‖² per sample
 
-        coeffs = bridge_coefficients(prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s), cfg.eta)
         guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)  # grad row i = ∇_{x_i} ‖r_i‖²
         norm = guided.value.sqrt()
-        zeta = cfg.zeta / norm.clamp_min(torch.finfo(x.dtype).tiny)
-        if cfg.likelihood_cap > 0:
-            abar_t = prior.schedule.alpha_bar_at(t)
-            var = ctx.sigma2 + (1 - abar_t) * ctx.s_max2
-            cap = cfg.likelihood_cap * coeffs.c_0 * (1 - abar_t) / (2 * math.sqrt(abar_t) * max(var, 1e-30))
-            zeta = zeta.clamp_max(cap)
+        zeta = cfg.zeta / norm.clamp_min(tiny)
         step = per_sample(zeta, len(prior.shape))
         ctx.residual_norms.append(norm.mean())  # stays on the device until the end
         return (ddim_sample(x.detach(), guided.x0, coeffs, generator) - step * guided.grad).detach()
@@ -114,13 +137,13 @@ class DPSSampler(Sampler):
 @dataclass
 class StepContext:
     """What the steps of one run share: A on the device, y rows (rows or 1, *out_shape), the grid's pairs
-    (computed once: the grid is a host computation), σ_y² and s_max² for the step bound."""
+    (computed once: the grid is a host computation), σ_y² and the s_i² of the step bound."""
 
     op: Any
     y: Tensor
     pairs: list[tuple[int, int]]
     sigma2: float = 0.0  # σ_y²
-    s_max2: float = 0.0  # s_max², only with likelihood_cap
+    s2: Tensor | None = None  # s_i² per direction of y (out_dim,), or (1,) s_max²; only with likelihood_cap
     residual_norms: list = field(default_factory=list)
 
 
