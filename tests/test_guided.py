@@ -200,8 +200,8 @@ def test_tikhonov_baseline_is_the_gaussian_posterior_mean():
 
 
 def test_dps_likelihood_cap_is_score_consistent_on_a_unit_gaussian():
-    """N(0, I) prior: x̂0 = √ᾱ_t x_t and Σ_t = σ_y² I + (1 − ᾱ_t) A Aᵀ exactly, so DPS with its step bounded per
-    spectral direction by the score-consistent one (ζ' large: the bound is active at every step) is the
+    """N(0, I) prior: x̂0 = √ᾱ_t x_t and Σ_t = σ_y² I + (1 − ᾱ_t) A Aᵀ exactly, so DPS with its step bounded
+    per spectral direction by the score-consistent one (ζ' large: the bound is active at every step) is the
     reverse DDPM of the exact posterior. Two directions with s = 1 and 0.3; along each, the mean and variance
     of the samples' coordinate within 4 standard errors (+ 0.01) of the exact posterior's."""
     g = make_generator(1)

@@ -109,8 +109,8 @@ class DPSSampler(Sampler):
         tiny = torch.finfo(x.dtype).tiny
         if cfg.likelihood_cap > 0:
             abar = prior.schedule.alpha_bar_at(t)
-            bound = (cfg.likelihood_cap * coeffs.c_0 * (1 - abar)
-                     / (2 * math.sqrt(abar) * (ctx.sigma2 + (1 - abar) * ctx.s2).clamp_min(1e-30))).to(x.dtype)
+            var = (ctx.sigma2 + (1 - abar) * ctx.s2).clamp_min(1e-30)  # Σ_t's eigenvalues
+            bound = (cfg.likelihood_cap * coeffs.c_0 * (1 - abar) / (2 * math.sqrt(abar) * var)).to(x.dtype)
 
             def bounded(x_t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
                 r = (y - op.A(x0)).reshape(x0.shape[0], -1)
