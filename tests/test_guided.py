@@ -227,3 +227,15 @@ def test_largest_singular_with_and_without_svd():
     s = float(torch.linalg.svdvals(problem.operator.matrix()).max())
     assert abs(largest_singular(problem.operator) - s) < 1e-9
     assert abs(largest_singular(NoSVD(problem.operator)) - s) < 1e-6
+
+
+def test_dps_likelihood_cap_without_an_svd_matches_one_observed_direction():
+    """With one row A has one singular value, so the power-iteration bound equals the spectral one."""
+    prior = gaussian_prior(torch.zeros(4, dtype=D), torch.eye(4, dtype=D))
+    a = torch.tensor([[0.3, -0.6, 0.2, 0.1]], dtype=D)
+    problem = InverseProblem(DenseOperator(a), torch.tensor([0.5], dtype=D), GaussianNoise(0.2))
+    hidden = InverseProblem(NoSVD(problem.operator), problem.y, problem.noise)
+    dps = DPSSampler(num_steps=50, zeta=1.0, likelihood_cap=1.0)
+    x = dps.sample(prior, problem, 8, make_generator(4), dtype=D).samples
+    z = dps.sample(prior, hidden, 8, make_generator(4), dtype=D).samples
+    assert torch.allclose(x, z, atol=1e-6)
