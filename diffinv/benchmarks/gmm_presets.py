@@ -11,8 +11,11 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   Earlier, on seeds 100–104 only, ζ' = 0.3 had looked best at d_x = 10 (1.54); ζ' = 1.0 overshoots
   (SW 10.4 on seed 103 at d_x = 100, whose prior samples score 3.6).
   The step is bounded by the score-consistent one (``likelihood_cap`` κ = 1, `diffinv/samplers/dps.py`):
-  ζ_t ≤ c_0 (1 − ᾱ_t) / (2 √ᾱ_t (σ_y² + (1 − ᾱ_t) s_max²)), one rule that carries σ_y and A's spectrum into
-  the step, κ = 1 by derivation, not tuned. The paper's normalised step pins A x to y (data residual
+  per spectral direction i of y, ζ_{t,i} = min(ζ'/‖r‖, c_0 (1 − ᾱ_t) / (2 √ᾱ_t (σ_y² + (1 − ᾱ_t) s_i²))),
+  one rule that carries σ_y and A's spectrum into the step, κ = 1 by derivation, not tuned. (The 900-run
+  sweep below used a first, scalar form with s_max for every direction, identical at d_y = 1; at d_y ≥ 2
+  the per-direction form beat the prior on all 11 tuning runs the paper's step lost, where the scalar form
+  left one, and it fits y where σ_y is far below the smallest s_i, which the scalar form did not.) The paper's normalised step pins A x to y (data residual
   ‖y − A x‖/σ_y 0.05–0.2 against 0.8–1 for exact samples), which on a weak observation puts the samples
   in modes that fit y better than the truth. Tuning seeds 100–199 on d_x ∈ {10, 20, 40} × d_y ∈ {1, 2, 4}
   (900 runs, 1000 samples), unbounded → bounded: worse than the prior on 33 → 5 runs (the 5 by 1–10 %),
