@@ -15,7 +15,8 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   one rule that carries σ_y and A's spectrum into the step, κ = 1 by derivation, not tuned. (The 900-run
   sweep below used a first, scalar form with s_max for every direction, identical at d_y = 1; at d_y ≥ 2
   the per-direction form beat the prior on all 11 tuning runs the paper's step lost, where the scalar form
-  left one, and it fits y where σ_y is far below the smallest s_i, which the scalar form did not.) The paper's normalised step pins A x to y (data residual
+  left one, and it fits y where σ_y is far below the smallest s_i, which the scalar form did not.)
+  The paper's normalised step pins A x to y (data residual
   ‖y − A x‖/σ_y 0.05–0.2 against 0.8–1 for exact samples), which on a weak observation puts the samples
   in modes that fit y better than the truth. Tuning seeds 100–199 on d_x ∈ {10, 20, 40} × d_y ∈ {1, 2, 4}
   (900 runs, 1000 samples), unbounded → bounded: worse than the prior on 33 → 5 runs (the 5 by 1–10 %),
