@@ -239,3 +239,35 @@ def test_dps_likelihood_cap_without_an_svd_matches_one_observed_direction():
     x = dps.sample(prior, problem, 8, make_generator(4), dtype=D).samples
     z = dps.sample(prior, hidden, 8, make_generator(4), dtype=D).samples
     assert torch.allclose(x, z, atol=1e-6)
+
+
+@pytest.mark.parametrize("v", [1.0, 4.0])
+def test_pgdm_data_variance_makes_its_guidance_exact_for_a_wide_gaussian(v):
+    """For N(0, v I), p(x0 | x_t) = N(√ᾱ v x_t / (v ᾱ + 1 − ᾱ), r_t² I) with r_t² = v(1 − ᾱ)/(v ᾱ + 1 − ᾱ)
+    (``posterior_variance``), so one ΠGDM step with ``data_variance = v`` adds
+    w √ᾱ_s √ᾱ_t r_t² ∇ log p(y | x_t) for the exact p(y | x_t) = N(A E[x0 | x_t], σ_y² I + r_t² A Aᵀ)."""
+    from diffinv.samplers.guidance import posterior_variance
+
+    g = make_generator(3)
+    prior = gaussian_prior(torch.zeros(3, dtype=D), v)
+    a = torch.randn(2, 3, generator=g, dtype=D)
+    y = torch.tensor([1.0, -0.5], dtype=D)
+    problem = InverseProblem(DenseOperator(a), y, GaussianNoise(0.2))
+    x = torch.randn(5, 3, generator=g, dtype=D)
+    steps = {}
+    for w in (0.0, 1.0):
+        sampler = PGDMSampler(num_steps=10, weight=w, data_variance=v)
+        ctx = sampler.prepare(prior, problem, 5, x.device, D)
+        steps[w] = sampler.advance(prior, ctx, x, 3, make_generator(9))
+    t, s = ctx.pairs[3]
+    ab, ab_s = prior.schedule.alpha_bar_at(t), prior.schedule.alpha_bar_at(s)
+    r2 = posterior_variance(ab, v)
+    assert r2 == pytest.approx(v - v * v * ab / (v * ab + 1 - ab))  # Gaussian conditioning, directly
+    x2 = x.clone().requires_grad_(True)
+    mean = ab**0.5 * v * x2 / (v * ab + 1 - ab)
+    cov = r2 * a @ a.T + 0.04 * torch.eye(2, dtype=D)
+    log_p = torch.distributions.MultivariateNormal(mean @ a.T, cov).log_prob(y).sum()
+    (score,) = torch.autograd.grad(log_p, x2)
+    assert torch.allclose(steps[1.0] - steps[0.0], (ab_s * ab) ** 0.5 * r2 * score, atol=1e-10)
+    with pytest.raises(ValueError, match="data_variance"):
+        PGDMSampler(data_variance=0.0)

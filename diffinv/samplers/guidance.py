@@ -61,6 +61,17 @@ def guided_denoise(prior: CountingPrior, x: Tensor, t: int,
     return Guided(x0=x0.detach(), eps=out.eps.detach(), value=value.detach(), grad=grad, extra=extra)
 
 
+def posterior_variance(ab_t: float, data_variance: float = 1.0) -> float:
+    """Var[x_0 | x_t] under a N(0, v I) prior: v (1 − ᾱ_t) / (v ᾱ_t + 1 − ᾱ_t) (v = 1: 1 − ᾱ_t).
+
+    The r_t² of ΠGDM's guidance (Song et al. 2023, σ_t²/(1 + σ_t²) in VE form for v = 1;
+    ``PGDMConfig.data_variance``). v > 1 (data wider than unit variance) keeps the likelihood of x_t broad at
+    high noise, where x̂0 is a poor summary of p(x_0 | x_t).
+    """
+    v = data_variance
+    return v * (1 - ab_t) / (v * ab_t + 1 - ab_t)
+
+
 def per_sample(values: Tensor, ndim: int) -> Tensor:
     """Reshape a (B,) tensor to broadcast against (B, *shape) with len(shape) = ndim."""
     return values.reshape(-1, *[1] * ndim)
