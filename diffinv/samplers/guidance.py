@@ -69,6 +69,8 @@ def posterior_variance(ab_t: float, data_variance: float = 1.0) -> float:
     high noise, where x̂0 is a poor summary of p(x_0 | x_t).
     """
     v = data_variance
+    if v == 1:
+        return 1 - ab_t  # the same number, without the rounding of v ᾱ + 1 − ᾱ
     return v * (1 - ab_t) / (v * ab_t + 1 - ab_t)
 
 
