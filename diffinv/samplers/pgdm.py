@@ -20,8 +20,24 @@ DDIM step would move the sample by w g_t (√ᾱ_s/√ᾱ_t − c_x), which does
 guidance. On deblur_gauss the 4-sample-mean PSNR falls from 50 to 150 steps at w = 1 (exact Gaussian
 prior 21.17 → 19.53 dB, fashion32 24.86 → 21.61) and holds at w = 1/3 (20.88, 24.67)
 (``benchmarks/steps_sweep.py --sampler pgdm --vary weight=1,0.333``, ``benchmarks/results/steps_sweep/``);
-the score-consistent step itself diverges here, since with r_t² = 1 − ᾱ_t it is 10⁴× larger at high noise.
-Presets set w for their step count.
+the score-consistent step itself (``step = "tweedie"``, below) diverges here, since with r_t² = 1 − ᾱ_t it is
+10⁴× larger at high noise. Presets set w for their step count.
+
+The Tweedie step (``step = "tweedie"``; the paper's weight by default): ΠGDM's likelihood enters the DDIM
+step through the conditional Tweedie formula E[x_0 | x_t, y] = x̂0 + (1 − ᾱ_t)/√ᾱ_t ∇ log p(y | x_t), with
+∇ log p̂(y | x_t) = g_t / r_t², so
+
+    x_s = c_x x_t + c_0 (x̂0 + w (1 − ᾱ_t)/(√ᾱ_t r_t²) g_t) + σ_{t→s} z.
+
+For a Gaussian prior of variance ``data_variance`` p̂ is exact and this is the reverse DDPM of the exact
+posterior (tested; the paper's weight gives samples about 20× too narrow along the observed directions there).
+Against the paper's weight it guides more at high noise (by ≈ 1/ᾱ_t) and less at low noise, where the
+paper's weight accumulates over steps and over-fits y. With r_t² = 1 − ᾱ_t it is, step for step, DPS with
+only its score-consistent step (``DPSConfig.likelihood_cap = 1``, ζ' → ∞; tested equal). It needs an
+accurate x̂0 Jacobian at high noise, where J_t carries 1/√ᾱ_t: with the exact denoiser of the analytic priors
+it is the GMM preset (``diffinv/benchmarks/gmm_presets.py``: on 360 tuning runs over d_x ∈ {10, 20, 40} ×
+d_y ∈ {1, 2, 4} the median SW per cell fell 3–40×, e.g. (20, 2) 2.99 → 0.10, (40, 1) 4.05 → 1.60), and
+with the learned image networks it diverges (above), so no image preset uses it.
 
 Shorter chains (``t_start``, ``spacing``; off by default, an option beyond the paper, as in
 :mod:`diffinv.samplers.ddrm`): the grid starts at t_start instead of T − 1, uniform in t (``"time"``) or in
@@ -47,7 +63,9 @@ modes. Measured on the 25-mode mixture (v = tr Cov[x]/d_x ≈ 80–130; tuning s
 runs worse than the prior went from 1 to 4 ((10, 2) seed 112 3.31 → 10.3 against the prior's 4.2): where σ_y
 dominates, g grows with r_t², so a large v strengthens the guidance at high noise, before the modes separate.
 Keeping the step's factor 1 − ᾱ_t and using v only in the likelihood's covariance left all 4 worse than the
-prior. So the GMM preset keeps v = 1 (the paper); the option is for data whose scale is known. Bounding the
+prior, and with the Tweedie step (above) v made it far worse (median (20, 2) 0.10 → 4.49 on 40 tuning runs:
+the likelihood stays too broad to pick a mode). So the GMM preset keeps v = 1 (the paper); the option is for
+data whose scale is known. Bounding the
 weight by the score-consistent one (as DPS's ``likelihood_cap``) was tried and not kept either: with v = 1 it
 removes the over-fitting of y but leaves SW unchanged (median 3.93 → 3.93 on 25 tuning runs); with v it
 halves the guidance at mid noise and doubles the median (2.33 → 4.38 on 50).
@@ -85,10 +103,12 @@ class PGDMConfig:
     t_start: int | None = None  # the grid's first timestep; None: T − 1 (the paper)
     spacing: Literal["time", "sigma"] = "time"  # uniform in t, or in the VE σ_t
     data_variance: float = 1.0  # v in r_t² = v(1 − ᾱ_t)/(v ᾱ_t + 1 − ᾱ_t); 1: the paper
+    step: Literal["paper", "tweedie"] = "paper"  # the guidance's weight in x_s (module docstring)
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_steps", "cg_iterations"), unit=("eta",),
-                      choices={"init": ("noise", "pinv", "spectral"), "spacing": ("time", "sigma")})
+                      choices={"init": ("noise", "pinv", "spectral"), "spacing": ("time", "sigma"),
+                               "step": ("paper", "tweedie")})
         if self.t_start is not None:
             check_options(self, positive=("t_start",))
         if not (isinstance(self.data_variance, (int, float)) and self.data_variance > 0):
@@ -157,7 +177,11 @@ class PGDMSampler(Sampler):
         guided = guided_denoise(prior, x, t, objective, cfg.clip_x0)
         coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
         x = ddim_sample(x.detach(), guided.x0, coeffs, generator)
-        return (x + cfg.weight * math.sqrt(ab_s * ab_t) * guided.grad).detach()
+        if cfg.step == "tweedie":  # x̂0 + (1 − ᾱ_t)/√ᾱ_t ∇ log p̂(y | x_t) in the bridge, g = r_t² ∇ log p̂
+            scale = coeffs.c_0 * (1 - ab_t) / (math.sqrt(ab_t) * r2)
+        else:
+            scale = math.sqrt(ab_s * ab_t)
+        return (x + cfg.weight * scale * guided.grad).detach()
 
 
 @dataclass
