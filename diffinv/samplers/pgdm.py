@@ -35,9 +35,11 @@ Against the paper's weight it guides more at high noise (by ≈ 1/ᾱ_t) and les
 paper's weight accumulates over steps and over-fits y. With r_t² = 1 − ᾱ_t it is, step for step, DPS with
 only its score-consistent step (``DPSConfig.likelihood_cap = 1``, ζ' → ∞; tested equal). It needs an
 accurate x̂0 Jacobian at high noise, where J_t carries 1/√ᾱ_t: with the exact denoiser of the analytic priors
-it is the GMM preset (``diffinv/benchmarks/gmm_presets.py``: on 360 tuning runs over d_x ∈ {10, 20, 40} ×
-d_y ∈ {1, 2, 4} the median SW per cell fell 3–40×, e.g. (20, 2) 2.99 → 0.10, (40, 1) 4.05 → 1.60), and
-with the learned image networks it diverges (above), so no image preset uses it.
+it is far better on the GMM benchmark (``diffinv/benchmarks/gmm_presets.py``: on 360 tuning runs over d_x
+∈ {10, 20, 40} × d_y ∈ {1, 2, 4} the median SW per cell 3–40× below the paper's weight at 300 steps, e.g.
+(20, 2) 2.99 → 0.10, (40, 1) 4.05 → 1.60), but no preset uses it: there it lost to the prior on 2 runs
+where the paper's weight at 1000 steps lost on none, and it would repeat the DPS row; with the learned image
+networks it diverges (above).
 
 Shorter chains (``t_start``, ``spacing``; off by default, an option beyond the paper, as in
 :mod:`diffinv.samplers.ddrm`): the grid starts at t_start instead of T − 1, uniform in t (``"time"``) or in
