@@ -109,6 +109,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"seeds: expected a count (20), a range (5-9) or a list (3,7); "
                          f"got {text!r}") from None
+    if not seeds and text.isdigit():
+        raise ValueError(f"seeds: a single number is a count of seeds (0..N−1), so {text!r} is none; "
+                         f"for seed {text} alone write {text}-{text}")
     if not seeds or min(seeds) < 0:
         raise ValueError(f"seeds: expected a non-empty set of non-negative integers; got {text!r}")
     return seeds

@@ -86,6 +86,8 @@ def test_bad_problem_file_is_one_line(tmp_path, change, needle):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--samplers", "nope"], "unknown name 'nope'"),
     (["--seeds", "x"], "seeds"),
+    (["--seeds", "0"], "for seed 0 alone write 0-0"),
+    (["--samplers", "pgdm", "--set", "pgdm.step=bogus"], "pgdm.step: expected one of 'paper', 'tweedie'"),
     (["--dx", "7"], "dx"),
     (["--dtype", "float16"], "dtype"),
     (["--set", "exact"], "SAMPLER.OPTION=VALUE"),
