@@ -50,11 +50,12 @@ def test_zero_guidance_is_unconditional_sampling():
     assert torch.allclose(pgdm.samples, ref, atol=1e-12)
 
 
-def test_pgdm_svd_equals_conjugate_gradients():
+@pytest.mark.parametrize("step", ["paper", "tweedie"])
+def test_pgdm_svd_equals_conjugate_gradients(step):
     prior, problem = problem_and_prior()
     hidden = InverseProblem(NoSVD(problem.operator), problem.y, problem.noise)
-    a = PGDMSampler(num_steps=30).sample(prior, problem, 8, make_generator(2), dtype=D)
-    b = PGDMSampler(num_steps=30).sample(prior, hidden, 8, make_generator(2), dtype=D)
+    a = PGDMSampler(num_steps=30, step=step).sample(prior, problem, 8, make_generator(2), dtype=D)
+    b = PGDMSampler(num_steps=30, step=step).sample(prior, hidden, 8, make_generator(2), dtype=D)
     assert torch.allclose(a.samples, b.samples, atol=1e-6)
 
 
