@@ -42,8 +42,8 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   guidance is better here, at the price of over-fitting y). The Tweedie step is far lower in SW but is
   not the preset: it lost to the prior on 2 of the 420 tuning runs where 1000 paper steps lost on none
   (the family report's target is every seed), and it is, step for step, DPS with only its
-  score-consistent step,
-  which the DPS preset already takes on nearly every step, so the two rows would be one algorithm.
+  score-consistent step, which the DPS preset already takes on nearly every step, so the two rows would
+  be one algorithm.
   (It was the preset first; its report rows equalled the DPS rows, median |SW difference| 3·10⁻⁵, and
   lost to the prior on the seed DPS loses, (10, 1) seed 8; then the preset was set by the tuning-seed
   count above.) Before: 300 steps [d_x = 10, seeds 100–104: 1.73, 100 steps gave 2.3].

@@ -67,10 +67,10 @@ dominates, g grows with r_t², so a large v strengthens the guidance at high noi
 Keeping the step's factor 1 − ᾱ_t and using v only in the likelihood's covariance left all 4 worse than the
 prior, and with the Tweedie step (above) v made it far worse (median (20, 2) 0.10 → 4.49 on 40 tuning runs:
 the likelihood stays too broad to pick a mode). So the GMM preset keeps v = 1 (the paper); the option is for
-data whose scale is known. Bounding the
-weight by the score-consistent one (as DPS's ``likelihood_cap``) was tried and not kept either: with v = 1 it
-removes the over-fitting of y but leaves SW unchanged (median 3.93 → 3.93 on 25 tuning runs); with v it
-halves the guidance at mid noise and doubles the median (2.33 → 4.38 on 50).
+data whose scale is known. Bounding the weight by the score-consistent one (as DPS's ``likelihood_cap``) was
+tried and not kept either: with v = 1 it removes the over-fitting of y but leaves SW unchanged (median 3.93 →
+3.93 on 25 tuning runs at 300 steps); with v it halves the guidance at mid noise and doubles the median (2.33
+→ 4.38 on 50).
 
 Notation: ``lam`` σ_y²/r_t², ``weight`` w, ``v`` Aᵀ(A Aᵀ + λ I)⁻¹(y − A x̂0), ``g`` g_t.
 """
