@@ -279,7 +279,8 @@ def test_pgdm_tweedie_step_samples_the_exact_posterior_of_a_gaussian(v):
     """N(0, v I) prior with ``data_variance = v``: ΠGDM's p̂(y | x_t) is exact, so the Tweedie step (x̂0 +
     (1 − ᾱ_t)/√ᾱ_t ∇ log p̂(y | x_t) in the η = 1 bridge) is the reverse DDPM of the exact posterior. Along
     the two right singular vectors (s = 1, 0.3) the samples' mean and variance are within 4 standard errors
-    (+ 0.01) of the exact posterior's; the paper's weight w √ᾱ_s √ᾱ_t is not (its variance is off)."""
+    (+ 0.01) of the exact posterior's, and so are those of the paper's weight bounded by the Tweedie step
+    (``likelihood_cap = 1``); the paper's weight w √ᾱ_s √ᾱ_t alone is not (its variance is off)."""
     g = make_generator(1)
     q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=D))
     s_vals, sigma, n = torch.tensor([1.0, 0.3], dtype=D), 0.3, 4000
@@ -290,14 +291,16 @@ def test_pgdm_tweedie_step_samples_the_exact_posterior_of_a_gaussian(v):
     var = 1 / (1 / v + s_vals**2 / sigma**2)  # posterior of z_i = v_iᵀ x: N(s_i y_i var_i / σ², var_i)
     mean = s_vals * y * var / sigma**2
     moments = {}
-    for step in ("tweedie", "paper"):
-        out = PGDMSampler(num_steps=1000, step=step, data_variance=v).sample(prior, problem, n,
+    variants = {"tweedie": {"step": "tweedie"}, "capped": {"likelihood_cap": 1.0}, "paper": {}}
+    for name, options in variants.items():
+        out = PGDMSampler(num_steps=1000, data_variance=v, **options).sample(prior, problem, n,
                                                                               make_generator(3), dtype=D)
         z = out.samples.reshape(n, 4) @ q[:, :2]  # coordinates along the right singular vectors
-        moments[step] = (z.mean(0), z.var(0))
-    m, s2 = moments["tweedie"]
-    assert torch.all((m - mean).abs() < 4 * (var / n).sqrt() + 0.01), (m, mean)
-    assert torch.all((s2 - var).abs() < 4 * var * (2 / n) ** 0.5 + 0.01), (s2, var)
+        moments[name] = (z.mean(0), z.var(0))
+    for name in ("tweedie", "capped"):  # the paper's weight bounded by the Tweedie one: exact here too
+        m, s2 = moments[name]
+        assert torch.all((m - mean).abs() < 4 * (var / n).sqrt() + 0.01), (name, m, mean)
+        assert torch.all((s2 - var).abs() < 4 * var * (2 / n) ** 0.5 + 0.01), (name, s2, var)
     m, s2 = moments["paper"]
     assert not torch.all((s2 - var).abs() < 4 * var * (2 / n) ** 0.5 + 0.01), (s2, var)
 
