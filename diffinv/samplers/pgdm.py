@@ -49,6 +49,11 @@ Gaussian prior the bounded sampler matches the exact posterior within the Tweedi
 the unbounded weight on the same grid the median SW is within 0.03 or lower (360 tuning runs; (10, 4) 0.43
 → 0.06) and
 the runs whose samples over-fit y fall from 302 to 2 (numbers in ``diffinv/benchmarks/gmm_presets.py``).
+On images it keeps the PSNR from falling with the step count but costs PSNR at the presets' 50 steps:
+deblur_gauss, 4 training images, fashion32, PSNR4 at 50 / 100 steps, η = 0: unbounded 24.57 / 22.96 dB,
+bounded 23.88 / 23.95; η = 1: 25.07 / 24.61 against 24.32 / 24.37 (``benchmarks/steps_sweep.py --vary
+likelihood_cap=0,1 --steps 50,100``, ``benchmarks/results/steps_sweep/pgdm_likelihood_cap_eta*``), so no
+image preset uses it.
 
 Shorter chains (``t_start``, ``spacing``; off by default, an option beyond the paper, as in
 :mod:`diffinv.samplers.ddrm`): the grid starts at t_start instead of T − 1, uniform in t (``"time"``) or in
