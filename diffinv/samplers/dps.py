@@ -42,7 +42,7 @@ from torch import Tensor
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
-from diffinv.samplers.guidance import guided_denoise, per_sample
+from diffinv.samplers.guidance import guided_denoise, per_sample, tweedie_scale
 from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, timestep_grid
 
 
@@ -110,7 +110,7 @@ class DPSSampler(Sampler):
         if cfg.likelihood_cap > 0:
             abar = prior.schedule.alpha_bar_at(t)
             var = (ctx.sigma2 + (1 - abar) * ctx.s2).clamp_min(1e-30)  # Σ_t's eigenvalues
-            bound = (cfg.likelihood_cap * coeffs.c_0 * (1 - abar) / (2 * math.sqrt(abar) * var)).to(x.dtype)
+            bound = (cfg.likelihood_cap * tweedie_scale(coeffs.c_0, abar) / (2 * var)).to(x.dtype)
 
             def bounded(x_t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
                 r = (y - op.A(x0)).reshape(x0.shape[0], -1)

@@ -14,6 +14,7 @@ r"""Pieces shared by the guided samplers (DPS, ΠGDM, DCPS, TDS): written once, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,13 @@ def posterior_variance(ab_t: float, data_variance: float = 1.0) -> float:
     if v == 1:
         return 1 - ab_t  # the same number, without the rounding of v ᾱ + 1 − ᾱ
     return v * (1 - ab_t) / (v * ab_t + 1 - ab_t)
+
+
+def tweedie_scale(c_0: float, ab_t: float) -> float:
+    """c_0 (1 − ᾱ_t)/√ᾱ_t: how far the bridge mean moves per unit of ∇_{x_t} log p(y | x_t) when x̂0 is
+    replaced by the conditional Tweedie mean x̂0 + (1 − ᾱ_t)/√ᾱ_t ∇ log p(y | x_t) (the score-consistent
+    step of DPS's ``likelihood_cap`` and of ΠGDM's ``step = "tweedie"`` / ``likelihood_cap``)."""
+    return c_0 * (1 - ab_t) / math.sqrt(ab_t)
 
 
 def per_sample(values: Tensor, ndim: int) -> Tensor:

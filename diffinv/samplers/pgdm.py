@@ -100,7 +100,7 @@ from diffinv.operators.spectral import SpectralView
 from diffinv.priors.base import CountingPrior
 from diffinv.rng import randn
 from diffinv.samplers.base import InverseProblem, Sampler, check_options
-from diffinv.samplers.guidance import MeasurementFit, guided_denoise, posterior_variance
+from diffinv.samplers.guidance import MeasurementFit, guided_denoise, posterior_variance, tweedie_scale
 from diffinv.schedules import bridge_coefficients, ddim_sample, grid_pairs, spaced_grid
 
 
@@ -194,7 +194,7 @@ class PGDMSampler(Sampler):
         coeffs = bridge_coefficients(ab_t, ab_s, cfg.eta)
         x = ddim_sample(x.detach(), guided.x0, coeffs, generator)
         # the Tweedie step: x̂0 + (1 − ᾱ_t)/√ᾱ_t ∇ log p̂(y | x_t) in the bridge, with g = r_t² ∇ log p̂
-        tweedie = coeffs.c_0 * (1 - ab_t) / (math.sqrt(ab_t) * r2)
+        tweedie = tweedie_scale(coeffs.c_0, ab_t) / r2
         scale = tweedie if cfg.step == "tweedie" else math.sqrt(ab_s * ab_t)
         if cfg.likelihood_cap > 0:
             scale = min(scale, cfg.likelihood_cap * tweedie)
