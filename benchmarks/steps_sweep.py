@@ -35,10 +35,12 @@ from diffinv.imaging.metrics import coverage, psnr  # noqa: E402
 from diffinv.job import Session, SolveConfig  # noqa: E402
 
 
-def parse_value(text: str) -> float | int | str:
-    """'inf' → 1e30, numbers as numbers, anything else as text."""
+def parse_value(text: str) -> float | int | bool | str:
+    """'inf' → 1e30, 'true' / 'false' as booleans, numbers as numbers, anything else as text."""
     if text == "inf":
         return 1e30
+    if text in ("true", "false"):
+        return text == "true"
     for kind in (int, float):
         try:
             return kind(text)

@@ -13,6 +13,14 @@ block i drawn from generator i with the shape it would have in a run of item i a
 lay out their rows item by item (items × samples, or items × filters for SMC), so an item's samples
 do not depend on which items share its network calls (up to the floating-point effect of the batch
 size on the network).
+
+Antithetic sampling (:class:`Antithetic`, a sampler's ``antithetic`` option): every normal draw of
+B·k rows, item by item, pairs rows 2i and 2i + 1 of each item, the second the negative of the first
+(an odd k leaves its last row unpaired). A sampler driven only by Gaussian noise, rows independent of
+each other, then returns samples each of which has the law it had before, while the two of a pair move
+in opposite directions: their mean estimates the posterior mean with less variance (antithetic variates,
+Hammersley & Morton 1956). For an affine map of the noise (an exact Gaussian posterior, x = μ + L z) a
+pair's mean is μ exactly. Pairs are adjacent, so any even prefix of the samples consists of whole pairs.
 """
 
 from __future__ import annotations
@@ -64,7 +72,33 @@ class GeneratorBatch:
         return rows // len(self.generators)
 
 
-Generators = torch.Generator | GeneratorBatch | None
+class Antithetic:
+    """Antithetic normal draws over ``inner`` for rows laid out item by item, ``per_item`` rows each
+    (module docstring). Uniform and multinomial draws are refused: samplers that resample are not
+    driven by their Gaussian noise alone."""
+
+    def __init__(self, inner: torch.Generator | GeneratorBatch | None, per_item: int) -> None:
+        if isinstance(inner, Antithetic):
+            raise ValueError("generator: already antithetic")
+        if per_item < 1:
+            raise ValueError(f"per_item: expected a positive integer, got {per_item}")
+        self.inner, self.per_item = inner, int(per_item)
+
+    @property
+    def device(self) -> torch.device:
+        return generator_device(self.inner)
+
+    def draw(self, fn, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        rows, k = shape[0], self.per_item
+        if rows % k:
+            raise ValueError(f"antithetic: a draw of {rows} rows does not split into items of {k} samples")
+        items, half = rows // k, (k + 1) // 2
+        base = _draw(fn, (items * half, *shape[1:]), self.inner, like).reshape(items, half, *shape[1:])
+        paired = torch.stack([base, -base], dim=2).reshape(items, 2 * half, *shape[1:])[:, :k]
+        return paired.reshape(shape)
+
+
+Generators = torch.Generator | GeneratorBatch | Antithetic | None
 
 
 def generator_device(generator: Generators) -> torch.device:
@@ -72,8 +106,16 @@ def generator_device(generator: Generators) -> torch.device:
     return generator.device if generator is not None else CPU
 
 
+def _refuse_antithetic(generator: Generators, what: str) -> None:
+    if isinstance(generator, Antithetic):
+        raise ValueError(f"antithetic: only normal draws can be paired, not {what} draws")
+
+
 def item_generators(generator: Generators, num_items: int) -> list[torch.Generator | None]:
-    """The generator of each of ``num_items`` items: a batch's own ones, or one shared generator."""
+    """The generator of each of ``num_items`` items: a batch's own ones, or one shared generator (the
+    inner one of an :class:`Antithetic`: the caller pairs its own draws, see :func:`antithetic_of`)."""
+    if isinstance(generator, Antithetic):
+        generator = generator.inner
     if isinstance(generator, GeneratorBatch):
         if len(generator) != num_items:
             raise ValueError(f"generator: {len(generator)} generators for {num_items} items")
@@ -81,7 +123,14 @@ def item_generators(generator: Generators, num_items: int) -> list[torch.Generat
     return [generator] * num_items
 
 
+def antithetic_of(generator: Generators) -> bool:
+    """Whether ``generator`` pairs its normal draws (:class:`Antithetic`)."""
+    return isinstance(generator, Antithetic)
+
+
 def _draw(fn, shape: tuple[int, ...], generator: Generators, like: Tensor) -> Tensor:
+    if isinstance(generator, Antithetic):
+        return generator.draw(fn, shape, like)
     if isinstance(generator, GeneratorBatch):
         block = (generator.blocks(shape[0]), *shape[1:])
         out = torch.cat([fn(block, generator=g, dtype=like.dtype, device=generator.device)
@@ -98,11 +147,13 @@ def randn(shape: tuple[int, ...] | torch.Size, generator: Generators, like: Tens
 
 def rand(shape: tuple[int, ...] | torch.Size, generator: Generators, like: Tensor) -> Tensor:
     """Uniform [0, 1) draws of ``shape`` with the dtype and device of ``like``."""
+    _refuse_antithetic(generator, "uniform")
     return _draw(torch.rand, tuple(shape), generator, like)
 
 
 def multinomial(weights: Tensor, num: int, generator: Generators) -> Tensor:
     """``num`` draws with replacement per row of ``weights`` (R, N) → (R, num), on the weights' device."""
+    _refuse_antithetic(generator, "multinomial")
     w = weights.to(generator_device(generator))
     if isinstance(generator, GeneratorBatch):
         rows = generator.blocks(w.shape[0])

@@ -129,13 +129,18 @@ class GaussianMixture:
 
     # ---------------------------------------------------------------- sampling and densities
     def sample(self, num_samples: int, generator: torch.Generator | None = None,
-               return_components: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+               return_components: bool = False, antithetic: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``num_samples`` i.i.d. samples, shape (n, *shape), float64, on the generator's device
-        (the parameters are copied there once per call when it is not theirs)."""
+        (the parameters are copied there once per call when it is not theirs). ``antithetic``: samples
+        2i and 2i + 1 draw their components independently and share z with opposite signs, so each is
+        still a draw of the mixture (for one Gaussian the pair's mean is its mean exactly)."""
         device = generator_device(generator)
         mix = self.to(device)
         comp = torch.multinomial(mix.weights, num_samples, replacement=True, generator=generator)
-        z = torch.randn(num_samples, self.dim, generator=generator, dtype=torch.float64, device=device)
+        rows = (num_samples + 1) // 2 if antithetic else num_samples
+        z = torch.randn(rows, self.dim, generator=generator, dtype=torch.float64, device=device)
+        if antithetic:
+            z = torch.stack([z, -z], dim=1).reshape(2 * rows, self.dim)[:num_samples]
         if mix.variances is not None:
             x = mix.means[comp] + mix.variances[comp].sqrt()[:, None] * z
         else:

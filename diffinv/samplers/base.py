@@ -25,6 +25,7 @@ from diffinv import typed
 from diffinv.operators.base import LinearOperator
 from diffinv.operators.noise import GaussianNoise
 from diffinv.priors.base import CountingPrior, DiffusionPrior
+from diffinv.rng import Antithetic
 
 
 class SamplingError(RuntimeError):
@@ -133,7 +134,14 @@ class SampleResult:
 
 
 class Sampler(ABC):
-    """Base class: ``Config`` is the frozen dataclass of hyper-parameters (with the paper defaults)."""
+    """Base class: ``Config`` is the frozen dataclass of hyper-parameters (with the paper defaults).
+
+    A config with a field ``antithetic`` (samplers whose rows are independent and driven only by
+    Gaussian noise: DPS, ΠGDM, DDRM, DCPS, exact) may set it: the run then draws its noise through
+    :class:`~diffinv.rng.Antithetic`, samples 2i and 2i + 1 of each observation driven by opposite noise
+    (each keeps its law; their mean has less variance). SMC samplers have no such field: their
+    particles interact through resampling.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type]
@@ -173,6 +181,8 @@ class Sampler(ABC):
         if num_samples < 1:
             raise ValueError(f"num_samples: expected a positive integer, got {num_samples}")
         self.check(prior, problem)
+        if getattr(self.config, "antithetic", False):
+            generator = Antithetic(generator, num_samples)
         counting = CountingPrior(prior, max_batch=max_batch)
         start = time.perf_counter()
         samples, diagnostics = self._run(counting, problem, num_samples, generator,

@@ -67,6 +67,7 @@ class DCPSConfig:
     lr: float = 1.5
     boundaries: tuple[int, ...] | None = None  # interior block ends k_1 < … < k_{L−1}; None: uniform
     ula_variance: Literal["sigma_y", "predictive"] = "sigma_y"
+    antithetic: bool = False  # pair the samples' noise (diffinv.rng.Antithetic): a lower-variance mean
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_blocks", "num_steps", "gradient_steps"),

@@ -81,6 +81,7 @@ class DDRMConfig:
     t_start: int | None = None  # the grid's first timestep; None: T − 1 (the paper)
     spacing: str = "time"  # "time": uniform in t; "sigma": uniform in the VE σ_t
     noise_scale: float = 1.0  # c: every injected noise × c (c < 1: reduced temperature, docstring)
+    antithetic: bool = False  # pair the samples' noise (diffinv.rng.Antithetic): a lower-variance mean
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_steps",), nonnegative=("max_noise_ratio",),

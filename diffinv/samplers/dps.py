@@ -55,6 +55,7 @@ class DPSConfig:
     zeta: float = 1.0
     clip_x0: bool = False
     likelihood_cap: float = 0.0
+    antithetic: bool = False  # pair the samples' noise (diffinv.rng.Antithetic): a lower-variance mean
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_steps",), unit=("eta",),

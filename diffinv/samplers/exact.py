@@ -15,13 +15,15 @@ import torch
 from torch import Tensor
 
 from diffinv.priors.base import CountingPrior
-from diffinv.rng import item_generators
+from diffinv.rng import antithetic_of, item_generators
 from diffinv.samplers.base import InverseProblem, Sampler
 
 
 @dataclass(frozen=True)
 class ExactConfig:
-    """No hyper-parameters."""
+    """Only ``antithetic``: samples 2i and 2i + 1 share |z| with opposite signs (each still exact)."""
+
+    antithetic: bool = False
 
 
 class ExactSampler(Sampler):
@@ -44,7 +46,7 @@ class ExactSampler(Sampler):
         samples, weights = [], []
         for y, gen in zip(ys, item_generators(generator, problem.num_items), strict=True):
             post = inner.posterior(matrix, y.reshape(-1), problem.sigma_y)
-            samples.append(post.sample(num_samples, gen))
+            samples.append(post.sample(num_samples, gen, antithetic=antithetic_of(generator)))
             weights.append(post.weights.tolist())
         out = torch.cat(samples).to(device=device, dtype=dtype)
         return out, {"posterior_weights": weights if problem.batched else weights[0]}

@@ -119,6 +119,7 @@ class PGDMConfig:
     data_variance: float = 1.0  # v in r_t² = v(1 − ᾱ_t)/(v ᾱ_t + 1 − ᾱ_t); 1: the paper
     step: Literal["paper", "tweedie"] = "paper"  # the guidance's weight in x_s (module docstring)
     likelihood_cap: float = 0.0  # κ > 0: the weight at most κ × the Tweedie step's (module docstring)
+    antithetic: bool = False  # pair the samples' noise (diffinv.rng.Antithetic): a lower-variance mean
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_steps", "cg_iterations"), unit=("eta",),
