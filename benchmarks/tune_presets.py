@@ -146,7 +146,9 @@ def finish(args, records: list[dict], seconds: float) -> None:
 
 
 def flow(options: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in options.items()) + "}"
+    """A YAML flow mapping (booleans as YAML's true / false)."""
+    text = (f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
+    return "{" + ", ".join(text) + "}"
 
 
 def write_preset(problem: str, sampler: str, best: dict, args) -> None:
