@@ -16,7 +16,8 @@ with their own --out, then ``--merge a.json b.json --out DIR``.
 
 ``--checkpoint gaussian`` replaces the network with the exact Gaussian prior fitted to the training images
 (``mcgdiff_gaussian.fitted_prior``, [−1, 1] value range); method ``exact`` then draws exact posterior samples
-(no evaluations), the calibrated reference every sampler's PSNR and coverage can be read against.
+(no evaluations), the calibrated reference every sampler's PSNR and coverage can be read against, and
+``exact-antithetic`` the same samples in antithetic pairs (each pair's mean is the posterior mean).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from diffinv.priors.base import CountingPrior  # noqa: E402
 
 DIFFINV = ("dps", "pgdm", "ddrm", "dcps", "mcgdiff")
 EXACT = "exact"  # exact posterior samples of an analytic prior (--checkpoint gaussian): a reference
+EXACT_PAIRS = "exact-antithetic"  # the same in antithetic pairs (the samplers' ``antithetic`` option)
 DEEPINV = ("deepinv-ddrm", "deepinv-dps", "deepinv-diffpir")
 
 
@@ -56,7 +58,7 @@ def options_for_budget(method: str, budget: int) -> dict:
     so 13 + 3·steps; from B = 500 the preset's M = 5 and K = 2, so 31 + 5·steps (the preset's 300 steps
     are B ≈ 1 500). MCGDiff: 64 particles per filter and 16 samples drawn from each, 4·steps per sample.
     """
-    if method == EXACT:
+    if method in (EXACT, EXACT_PAIRS):
         return {}
     if method in ("dps", "pgdm"):
         return {"num_steps": max(2, budget // 2)}
@@ -95,6 +97,8 @@ class Runner:
     def run(self, problem: str, method: str, job, options: dict, sigma_y: float, seed: int):
         """(samples (k, C, H, W) on [0, 1], forward, backward evaluations per sample, seconds)."""
         start = time.perf_counter()
+        if method == EXACT_PAIRS:
+            method, options = EXACT, {**options, "antithetic": True}
         if method in DIFFINV or method == EXACT:
             (res,) = self.session(problem, method, options).run([job])
             m = res.metrics
@@ -266,6 +270,9 @@ def write(out: Path, records: list[dict], meta: dict) -> None:
     tables = versus(records)
     if any(r["method"] == EXACT for r in records):  # what calibrated (exact) samples score against it
         tables += versus(records, cap=float("inf"), candidates=(EXACT,), label="Exact posterior samples")
+    if any(r["method"] == EXACT_PAIRS for r in records):
+        tables += versus(records, cap=float("inf"), candidates=(EXACT_PAIRS,),
+                         label="Exact posterior samples in antithetic pairs")
     (out / "psnr_nfe.md").write_text(render(rows, meta) + "\n".join(tables))
     if rows:
         draw_curves(rows, out / "psnr_nfe.png", y="psnr4", label="PSNR of the 4-sample mean (dB)")
