@@ -94,8 +94,12 @@ class Antithetic:
             raise ValueError(f"antithetic: a draw of {rows} rows does not split into items of {k} samples")
         items, half = rows // k, (k + 1) // 2
         base = _draw(fn, (items * half, *shape[1:]), self.inner, like).reshape(items, half, *shape[1:])
-        paired = torch.stack([base, -base], dim=2).reshape(items, 2 * half, *shape[1:])[:, :k]
-        return paired.reshape(shape)
+        return mirrored(base, k, dim=1).reshape(shape)
+
+
+def mirrored(base: Tensor, k: int, dim: int = 0) -> Tensor:
+    """Antithetic rows along ``dim`` from ``base`` holding ⌈k/2⌉ there: z₀, −z₀, z₁, −z₁, …, k of them."""
+    return torch.stack([base, -base], dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, k)
 
 
 Generators = torch.Generator | GeneratorBatch | Antithetic | None

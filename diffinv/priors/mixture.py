@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffinv.rng import generator_device
+from diffinv.rng import generator_device, mirrored
 
 LOG_2PI = math.log(2 * math.pi)
 PARAMETERS = ("means", "log_weights", "variances", "eigvals", "eigvecs")  # GaussianMixture's tensors
@@ -140,7 +140,7 @@ class GaussianMixture:
         rows = (num_samples + 1) // 2 if antithetic else num_samples
         z = torch.randn(rows, self.dim, generator=generator, dtype=torch.float64, device=device)
         if antithetic:
-            z = torch.stack([z, -z], dim=1).reshape(2 * rows, self.dim)[:num_samples]
+            z = mirrored(z, num_samples)
         if mix.variances is not None:
             x = mix.means[comp] + mix.variances[comp].sqrt()[:, None] * z
         else:
