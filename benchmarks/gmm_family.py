@@ -28,21 +28,17 @@ import numpy as np
 import torch
 
 from diffinv import __version__
-from diffinv.benchmarks.gmm import make_problem
-from diffinv.compare import CSV_FIELDS, CompareConfig, parse_seeds, reference_samples, run_compare
-from diffinv.metrics import sliced_wasserstein
-from diffinv.rng import make_generator
+from diffinv.compare import CSV_FIELDS, CompareConfig, parse_seeds, run_compare
 
 
-def prior_record(dx: int, dy: int, seed: int, num_samples: int) -> dict:
-    """SW of prior samples against the same exact reference (and directions) that ``run_compare`` uses."""
-    gmm = make_problem(dx, dy, seed)
-    reference = reference_samples(gmm, num_samples, seed)
-    samples = gmm.prior.mixture.sample(num_samples, make_generator(3 * 2**30 + seed))
-    sw = sliced_wasserstein(samples, reference, 100, make_generator(2**32 + seed))
-    return {"sampler": "prior", "seed": seed, "dx": dx, "dy": dy, "sigma_y": gmm.problem.sigma_y, "sw": sw,
-            "weight_error": float("nan"), "nfe_forward": 0, "nfe_backward": 0, "seconds": 0.0,
-            "prior_seconds": 0.0, "overhead": float("nan"), "num_samples": num_samples}
+def prior_records(records: list[dict]) -> list[dict]:
+    """One ``prior`` row per seed, from the prior baseline that ``run_compare`` put into its records
+    (``diffinv.compare.prior_sw``: what a sampler that ignores y scores)."""
+    first = {r["seed"]: r for r in reversed(records)}
+    return [{"sampler": "prior", "seed": s, "dx": r["dx"], "dy": r["dy"], "sigma_y": r["sigma_y"],
+             "sw": r["prior_sw"], "weight_error": float("nan"), "nfe_forward": 0, "nfe_backward": 0,
+             "seconds": 0.0, "prior_seconds": 0.0, "overhead": float("nan"), "num_samples": r["num_samples"]}
+            for s, r in sorted(first.items())]
 
 
 def cell_rows(records: list[dict]) -> list[dict]:
@@ -104,7 +100,7 @@ def main() -> None:
                 print(f"dx={dx} dy={dy} {message}", file=sys.stderr, flush=True)
 
             report = run_compare(config, progress=say)
-            records += report.records + [prior_record(dx, dy, s, args.num_samples) for s in seeds]
+            records += report.records + prior_records(report.records)
     info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,

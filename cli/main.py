@@ -109,12 +109,12 @@ def compare(
                   figure_path=str(figure) if figure else None, config=config)
     table = Table(title=f"GMM benchmark: dx={report.reference.shape[1]}, dy={report.records[0]['dy']}, "
                         f"{len(config.seeds)} seed(s), {num_samples} samples")
-    for col in ("sampler", "SW median", "SW mean ± sd", "Δw (L1)", "NFE fwd/bwd per sample",
+    for col in ("sampler", "SW median", "SW mean ± sd", "Δw (L1)", "beats prior", "NFE fwd/bwd per sample",
                 "s / 1000 samples", "overhead"):
         table.add_column(col, justify="right" if col != "sampler" else "left")
     for row in summarise(report.records):
         table.add_row(row["sampler"], f"{row['sw_median']:.3f}", f"{row['sw_mean']:.3f} ± {row['sw_sd']:.3f}",
-                      f"{row['weight_error_mean']:.3f}",
+                      f"{row['weight_error_mean']:.3f}", f"{row['beats_prior']}/{row['prior_runs']}",
                       f"{row['nfe_forward_per_sample']:.0f} / {row['nfe_backward_per_sample']:.0f}",
                       f"{row['seconds_per_1000']:.2f}",
                       "-" if row["overhead"] != row["overhead"] else f"{row['overhead']:.2f}")

@@ -6,11 +6,18 @@ user's ``.npz``), every sampler draws ``num_samples`` samples, and each sample s
 for every sampler of a seed) and the mode-weight error (:mod:`diffinv.metrics`).
 
 Random streams per seed ``k`` (all explicit generators): the problem uses ``k``; each sampler uses
-``k`` too (samplers are independent runs); the exact reference samples use 2³¹ + k and the SW
-directions 2³² + k, so adding a sampler never changes another sampler's numbers. The samplers'
-generators live on the run device (CUDA runs draw their noise on the GPU: same seed, same numbers on a
-given device, but CPU and CUDA streams differ); the problem, reference and SW generators are CPU ones,
-so the problem and its reference are the same on every device.
+``k`` too (samplers are independent runs); the exact reference samples use 2³¹ + k, the SW
+directions 2³² + k and the prior baseline's samples 3·2³⁰ + k, so adding a sampler never changes another
+sampler's numbers.
+
+Prior baseline: per seed, ``num_samples`` samples of the prior (which ignore y) are scored the same way
+(``prior_sw`` in every record). A sampler whose SW is not below it gets a warning in its record, and the
+summary counts the seeds on which each sampler beat the prior: the run says when its samples describe the
+posterior no better than the prior does (a wrong choice of modes, which the data residual cannot see).
+
+The samplers' generators live on the run device (CUDA runs draw their noise on the GPU: same seed, same
+numbers on a given device, but CPU and CUDA streams differ); the problem, reference, SW and prior
+generators are CPU ones, so the problem, its reference and the baseline are the same on every device.
 """
 
 from __future__ import annotations
@@ -39,10 +46,11 @@ from diffinv.samplers.base import SampleResult
 from diffinv.samplers.registry import SAMPLERS, sampler_class
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-CSV_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "weight_error", "nfe_forward",
+CSV_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "prior_sw", "weight_error", "nfe_forward",
               "nfe_backward", "seconds"]
-RECORD_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "weight_error", "nfe_forward",
+RECORD_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "prior_sw", "weight_error", "nfe_forward",
                  "nfe_backward", "seconds", "prior_seconds", "overhead", "num_samples"]
+PRIOR_STREAM = 3 * 2**30  # generator offset of the prior baseline's samples
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,21 @@ def score(result: SampleResult, gmm: GMMProblem, reference: torch.Tensor, seed: 
     return {"sw": sw, "weight_error": weight_error(result.samples, gmm.posterior)}
 
 
+def prior_sw(gmm: GMMProblem, reference: torch.Tensor, seed: int, num_directions: int) -> float:
+    """SW of as many prior samples as ``reference`` holds, against it, on the samplers' directions: what a
+    sampler that ignores y scores on this seed."""
+    samples = gmm.prior.mixture.sample(len(reference), make_generator(PRIOR_STREAM + seed))
+    return sliced_wasserstein(samples, reference, num_directions, make_generator(2**32 + seed))
+
+
+def prior_warning(name: str, seed: int, sw: float, baseline: float) -> str | None:
+    """The warning of a run whose SW is not below the prior baseline's (None otherwise)."""
+    if sw < baseline:
+        return None
+    return (f"{name}: SW {sw:.3g} on seed {seed} is no better than the prior's {baseline:.3g}: its samples "
+            "describe the posterior no better than samples that ignore y (wrong modes or weights)")
+
+
 @dataclass
 class CompareReport:
     """Records (one per sampler and seed), and for the first seed the samples and the reference."""
@@ -166,6 +189,7 @@ def run_compare(config: CompareConfig,
     for seed in config.seeds:
         gmm = load_problem(config.problem) if config.problem else make_problem(config.dx, config.dy, seed)
         reference = reference_samples(gmm, config.num_samples, seed)
+        baseline = prior_sw(gmm, reference, seed, config.num_directions)
         if seed == config.seeds[0]:
             first_reference = reference.reshape(config.num_samples, -1).numpy()
         for name in config.sampler_names():
@@ -175,12 +199,16 @@ def run_compare(config: CompareConfig,
             result = sampler.sample(gmm.prior, gmm.problem, config.num_samples, make_generator(seed, device),
                                     device=device, dtype=dtype, max_batch=config.max_batch)
             metrics = score(result, gmm, reference, seed, config.num_directions)
+            warnings = list(result.diagnostics.get("warnings", []))
+            versus_prior = prior_warning(name, seed, metrics["sw"], baseline)
+            if versus_prior is not None:
+                warnings.append(versus_prior)
             record = {"sampler": name, "seed": seed, "dx": gmm.dx, "dy": gmm.dy,
-                      "sigma_y": gmm.problem.sigma_y, **metrics,
+                      "sigma_y": gmm.problem.sigma_y, **metrics, "prior_sw": baseline,
                       "nfe_forward": result.nfe_forward, "nfe_backward": result.nfe_backward,
                       "seconds": result.seconds, "prior_seconds": result.prior_seconds,
                       "overhead": result.overhead, "num_samples": config.num_samples,
-                      "warnings": result.diagnostics.get("warnings", [])}
+                      "warnings": warnings}
             records.append(record)
             if seed == config.seeds[0]:
                 first[name] = result.samples.reshape(config.num_samples, -1).numpy()
@@ -204,7 +232,8 @@ def save_samples(saved: dict[str, dict[str, np.ndarray]], folder: Path) -> None:
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per sampler: SW median / mean / sd over seeds, Δw mean / sd, NFE per sample, s per 1000 samples."""
+    """Per sampler: SW median / mean / sd over seeds, Δw mean / sd, the seeds on which it beat the prior
+    baseline, NFE per sample, s per 1000 samples."""
     rows = []
     for name in dict.fromkeys(r["sampler"] for r in records):
         rs = [r for r in records if r["sampler"] == name]
@@ -219,6 +248,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "sw_sd": float(sw.std(ddof=1)) if len(rs) > 1 else 0.0,
             "weight_error_mean": float(dw.mean()),
             "weight_error_sd": float(dw.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "beats_prior": sum(r["sw"] < r["prior_sw"] for r in rs if "prior_sw" in r),
+            "prior_runs": sum("prior_sw" in r for r in rs),  # records of older runs lack the baseline
             "nfe_forward_per_sample": sum(r["nfe_forward"] for r in rs) / n,
             "nfe_backward_per_sample": sum(r["nfe_backward"] for r in rs) / n,
             "seconds_per_1000": 1000 * seconds / n,

@@ -49,8 +49,8 @@ def test_compare_writes_outputs(tmp_path):
     doc = json.loads((out / "r.json").read_text())
     assert len(doc["records"]) == 2 and doc["summary"][0]["sampler"] == "exact"
     header = (out / "r.csv").read_text().splitlines()[0].split(",")
-    assert header == ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "weight_error", "nfe_forward",
-                      "nfe_backward", "seconds"]
+    assert header == ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "prior_sw", "weight_error",
+                      "nfe_forward", "nfe_backward", "seconds"]
     assert (out / "f.png").stat().st_size > 0
     saved = np.load(out / "samples" / "exact.npz")
     assert saved["samples"].shape == (200, 4) and "samples_seed1" in saved.files
