@@ -50,6 +50,7 @@ CSV_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "prior_sw", "weigh
               "nfe_backward", "seconds"]
 RECORD_FIELDS = ["sampler", "seed", "dx", "dy", "sigma_y", "sw", "prior_sw", "weight_error", "nfe_forward",
                  "nfe_backward", "seconds", "prior_seconds", "overhead", "num_samples"]
+DIRECTIONS_STREAM = 2**32  # generator offset of the SW directions
 PRIOR_STREAM = 3 * 2**30  # generator offset of the prior baseline's samples
 
 
@@ -149,7 +150,8 @@ def reference_samples(gmm: GMMProblem, num_samples: int, seed: int) -> torch.Ten
 
 def score(result: SampleResult, gmm: GMMProblem, reference: torch.Tensor, seed: int,
           num_directions: int) -> dict[str, float]:
-    sw = sliced_wasserstein(result.samples, reference, num_directions, make_generator(2**32 + seed))
+    directions = make_generator(DIRECTIONS_STREAM + seed)
+    sw = sliced_wasserstein(result.samples, reference, num_directions, directions)
     return {"sw": sw, "weight_error": weight_error(result.samples, gmm.posterior)}
 
 
@@ -157,7 +159,7 @@ def prior_sw(gmm: GMMProblem, reference: torch.Tensor, seed: int, num_directions
     """SW of as many prior samples as ``reference`` holds, against it, on the samplers' directions: what a
     sampler that ignores y scores on this seed."""
     samples = gmm.prior.mixture.sample(len(reference), make_generator(PRIOR_STREAM + seed))
-    return sliced_wasserstein(samples, reference, num_directions, make_generator(2**32 + seed))
+    return sliced_wasserstein(samples, reference, num_directions, make_generator(DIRECTIONS_STREAM + seed))
 
 
 def prior_warning(name: str, seed: int, sw: float, baseline: float) -> str | None:
