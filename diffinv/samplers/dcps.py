@@ -21,7 +21,7 @@ x̂0(x_0, 0) (1 extra forward evaluation; the official code stops at b_1 ≈ 3 w
 when t' = k_low the bridge is the identity and no network call is made (the code wastes one).
 Defaults are the official image demo's: 3 blocks, 300 steps, M = 5, γ = 1e-3, K = 2, lr = 1.5.
 
-Two freedoms of the paper, off by default (the code's choices):
+Freedoms of the paper, off by default (the code's choices):
 
 * ``boundaries``: the interior block ends k_1 < … < k_{L−1} (default: uniform). The evidence of g_ℓ for a
   prior mode is tempered by about ᾱ_{k_ℓ} (for unit-covariance components, N(√ᾱ y; √ᾱ A μ_j, A Aᵀ + σ_y²)
@@ -31,6 +31,18 @@ Two freedoms of the paper, off by default (the code's choices):
   τ² = c_0² (1 − ᾱ_{k_high}) + σ_b², the variance of x_{k_low} | x_{k_high} under p(x_0 | x_t) ≈
   N(x̂0, (1 − ᾱ_t) I) (ΠGDM's r_t²) — the slides' closed-form β̂ (σ_b² A Aᵀ) plus the x̂0 uncertainty.
   The code's σ_y² alone over-weights modes (in the last block, N(y; A μ_j, ᾱ A Aᵀ + σ_y²)).
+* ``ula_variance = "evidence"``: the ULA potential N(ỹ_ℓ; A μ(x), ᾱ_l σ_y² I + (ᾱ_l − q)₊ A Aᵀ), with
+  ᾱ_l = ᾱ_{k_low}, ᾱ_h = ᾱ_{k_high} and q = (c_x + c_0 √ᾱ_h)², the variance that gives every prior mode
+  its posterior weight. Near a mode N(μ_j, I) (ΠGDM's p(x_0 | x_t) ≈ N(x̂0, (1 − ᾱ_t) I)),
+  x_{k_high} ~ N(√ᾱ_h μ_j, I), x̂0 = μ_j + √ᾱ_h (x − √ᾱ_h μ_j), so the bridge mean μ(x) ~ N(√ᾱ_l μ_j, q I)
+  and the ULA target β̂ p_{k_high} gives mode j the mass w_j N(√ᾱ_l y; √ᾱ_l A μ_j, q A Aᵀ + V) for a
+  potential variance V, i.e. w_j N(y; A μ_j, (q A Aᵀ + V)/ᾱ_l) up to a factor common to all modes; the
+  posterior's is w_j N(y; A μ_j, A Aᵀ + σ_y² I), hence V above (exact when ᾱ_l² ≥ ᾱ_h, where q = ᾱ_h/ᾱ_l
+  ≤ ᾱ_l; clipped at 0 otherwise). The code's V = σ_y² I gives (q A Aᵀ + σ_y²)/ᾱ_l: too sharp along A Aᵀ
+  and ᾱ_l⁻¹ too flat along σ_y². In the last block (ᾱ_l = 1) V is ΠGDM's σ_y² I + (1 − ᾱ_h) A Aᵀ. Mode
+  weights are set where Langevin can still move between modes, i.e. at a block top near the time the
+  diffused modes separate (the kernels cannot move mass between separated modes), so this is where the
+  choice acts; tested against the exact mode evidence in ``tests/test_dcps.py``.
 
 Notation: ``k_low, k_high`` block ends, ``y_tilde`` √ᾱ_{k_low} y, ``gamma`` γ, ``lr`` normalised step,
 ``mu_p, sigma_p`` the prior kernel, ``m, s`` variational mean and log-std.
@@ -39,6 +51,7 @@ Notation: ``k_low, k_high`` block ends, ``y_tilde`` √ᾱ_{k_low} y, ``gamma`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,13 +79,13 @@ class DCPSConfig:
     gradient_steps: int = 2
     lr: float = 1.5
     boundaries: tuple[int, ...] | None = None  # interior block ends k_1 < … < k_{L−1}; None: uniform
-    ula_variance: Literal["sigma_y", "predictive"] = "sigma_y"
+    ula_variance: Literal["sigma_y", "predictive", "evidence"] = "sigma_y"
     antithetic: bool = False  # pair the samples' noise (diffinv.rng.Antithetic): a lower-variance mean
 
     def __post_init__(self) -> None:
         check_options(self, positive=("num_blocks", "num_steps", "gradient_steps"),
                       nonnegative=("langevin_steps", "gamma", "lr"),
-                      choices={"ula_variance": ("sigma_y", "predictive")})
+                      choices={"ula_variance": ("sigma_y", "predictive", "evidence")})
         if self.boundaries is not None:
             inner = tuple(int(k) for k in self.boundaries)
             ordered = list(inner) == sorted(set(inner)) and (not inner or inner[0] >= 1)
@@ -106,12 +119,54 @@ TAMED_WARNING = 0.5  # share of ULA steps with γ‖G‖ > 1 above which the run
 def predictive_fit(problem: InverseProblem, op: Any, y_tilde: Tensor, scale: float, per_item: int,
                    device: torch.device) -> MeasurementFit:
     """q(μ, τ²) = rᵀ (σ_y² I + τ² A Aᵀ)⁻¹ r with r = ỹ − A μ, ỹ = ``scale``·y (the ULA potential with
-    ``ula_variance = "predictive"``): by the SVD when A has one, else by conjugate gradients."""
+    ``ula_variance = "predictive"`` or ``"evidence"``): by the SVD when A has one, else by conjugate
+    gradients."""
     spectral = None
     if op.has_svd:
         obs = problem.observations().to(torch.float64) * scale
         spectral = SpectralView.of(problem.operator, obs).rows(per_item).to(device)
     return MeasurementFit(op, y_tilde, problem.sigma_y, 50, spectral)
+
+
+def ula_variance_terms(alpha_bar_high: float, alpha_bar_low: float, kind: str) -> tuple[float, float]:
+    """(a, τ²) of the ULA potential N(√ᾱ_l y; A μ(x), a (σ_y² I + τ² A Aᵀ)), μ(x) the bridge mean from
+    ᾱ_h = ``alpha_bar_high`` to ᾱ_l = ``alpha_bar_low`` (module docstring):
+
+    * ``sigma_y`` (the code's): a = 1, τ² = 0;
+    * ``predictive``: a = 1, τ² = c_0² (1 − ᾱ_h) + σ_b²;
+    * ``evidence``: a = ᾱ_l, τ² = max(ᾱ_l − q, 0)/ᾱ_l with q = (c_x + c_0 √ᾱ_h)², so that a unit-covariance
+      prior component gets its posterior evidence.
+    """
+    c = bridge_coefficients(alpha_bar_high, alpha_bar_low, 1.0)
+    if kind == "predictive":
+        return 1.0, c.c_0**2 * (1 - alpha_bar_high) + c.sigma**2
+    if kind == "evidence":
+        q = (c.c_x + c.c_0 * math.sqrt(alpha_bar_high)) ** 2  # Var of μ(x_h) when x_h ~ N(√ᾱ_h μ_j, I)
+        return alpha_bar_low, max(alpha_bar_low - q, 0.0) / alpha_bar_low
+    return 1.0, 0.0
+
+
+def ula_log_potential(problem: InverseProblem, op: Any, y: Tensor, alpha_bar_high: float,
+                      alpha_bar_low: float, kind: str, per_item: int,
+                      device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    """log β̂(x) of the ULA phase as a function of (x_t, x̂0(x_t)) → (R,): the Gaussian potential
+    N(√ᾱ_l y; A μ, a (σ_y² I + τ² A Aᵀ)) at the bridge mean μ = c_x x_t + c_0 x̂0, up to a constant; (a, τ²)
+    from :func:`ula_variance_terms`. ``y`` as in :class:`MeasurementFit`, on the sampler's dtype."""
+    c = bridge_coefficients(alpha_bar_high, alpha_bar_low, 1.0)
+    a, tau2 = ula_variance_terms(alpha_bar_high, alpha_bar_low, kind)
+    y_tilde = math.sqrt(alpha_bar_low) * y
+    if tau2 == 0.0:
+        var = a * problem.sigma_y**2
+
+        def log_g(x_t: Tensor, x0: Tensor) -> Tensor:
+            r = y_tilde - op.A(c.mean(x_t, x0))
+            return -(r**2).reshape(r.shape[0], -1).sum(-1) / (2 * var)
+        return log_g
+    fit = predictive_fit(problem, op, y_tilde, math.sqrt(alpha_bar_low), per_item, device)
+
+    def log_g_fit(x_t: Tensor, x0: Tensor) -> Tensor:
+        return -0.5 * fit(c.mean(x_t, x0), tau2)[0] / a
+    return log_g_fit
 
 
 class DCPSSampler(Sampler):
@@ -151,20 +206,10 @@ class DCPSSampler(Sampler):
                 return ((y_tilde - op.A(z)) ** 2).reshape(z.shape[0], -1).sum(-1) / (2 * var_y)
 
             # a. tamed ULA at k_high on β̂(x) p_{k_high}(x)
-            c = bridge_coefficients(sched.alpha_bar_at(k_high), sched.alpha_bar_at(k_low), 1.0)
-
-            def log_g_of_mean(x_t: Tensor, x0: Tensor, c=c, neg_log_g=neg_log_g) -> Tensor:
-                return -neg_log_g(c.mean(x_t, x0))
-
-            if cfg.ula_variance == "predictive" and cfg.langevin_steps:
-                # Var[x_{k_low} | x_{k_high}] ≈ c_0² (1 − ᾱ_{k_high}) + σ_b² (x̂0 uncertainty + bridge noise)
-                tau2 = c.c_0**2 * (1 - sched.alpha_bar_at(k_high)) + c.sigma**2
-                fit = predictive_fit(problem, op, y_tilde, math.sqrt(sched.alpha_bar_at(k_low)), num_samples,
-                                     device)
-
-                def log_g_of_mean(x_t: Tensor, x0: Tensor, c=c, fit=fit, tau2=tau2) -> Tensor:  # noqa: F811
-                    return -0.5 * fit(c.mean(x_t, x0), tau2)[0]
-
+            if cfg.langevin_steps:
+                log_g_of_mean = ula_log_potential(problem, op, y, sched.alpha_bar_at(k_high),
+                                                  sched.alpha_bar_at(k_low), cfg.ula_variance, num_samples,
+                                                  device)
             for _ in range(cfg.langevin_steps):
                 guided = guided_denoise(prior, x, k_high, log_g_of_mean)
                 drift = guided.grad + eps_to_score(guided.eps, sched.alpha_bar_at(k_high))
