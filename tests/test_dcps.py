@@ -111,6 +111,19 @@ def test_predictive_ula_variance_and_boundaries(gaussian_problem):
     assert err <= 6 * se + 0.1
     with pytest.raises(ValueError, match="ula_variance"):
         DCPSSampler(ula_variance="exact")
+    with pytest.raises(ValueError, match="block_variance"):
+        DCPSSampler(block_variance="exact")
+
+
+def test_evidence_variances_stay_near_posterior(gaussian_problem):
+    """The GMM preset's potentials (``ula_variance`` and ``block_variance`` "evidence") keep DCPS as close
+    to the Gaussian posterior's mean as the code's σ_y² (same bound as above)."""
+    prior, problem, post = gaussian_problem
+    res = DCPSSampler(langevin_steps=20, lr=0.1, ula_variance="evidence", block_variance="evidence").sample(
+        prior, problem, 800, make_generator(1), dtype=D)
+    err = (res.samples.mean(0) - post.mean()).norm()
+    se = post.covariance().diagonal().sum().sqrt() / math.sqrt(800)
+    assert err <= 6 * se + 0.1
 
 
 def test_rejects_noiseless(gaussian_problem):
