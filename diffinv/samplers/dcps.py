@@ -141,6 +141,11 @@ def predictive_fit(problem: InverseProblem, op: Any, y_tilde: Tensor, scale: flo
     return MeasurementFit(op, y_tilde, problem.sigma_y, 50, spectral)
 
 
+def neg_log_gaussian(op: Any, y_tilde: Tensor, z: Tensor, var: float) -> Tensor:
+    """‖ỹ − A z‖² / (2 var) per row of z (R, *in_shape) → (R,): −log N(ỹ; A z, var I) up to a constant."""
+    return ((y_tilde - op.A(z)) ** 2).reshape(z.shape[0], -1).sum(-1) / (2 * var)
+
+
 def ula_variance_terms(alpha_bar_high: float, alpha_bar_low: float, kind: str) -> tuple[float, float]:
     """(a, τ²) of the ULA potential N(√ᾱ_l y; A μ(x), a (σ_y² I + τ² A Aᵀ)), μ(x) the bridge mean from
     ᾱ_h = ``alpha_bar_high`` to ᾱ_l = ``alpha_bar_low`` (module docstring):
@@ -172,8 +177,7 @@ def ula_log_potential(problem: InverseProblem, op: Any, y: Tensor, alpha_bar_hig
         var = a * problem.sigma_y**2
 
         def log_g(x_t: Tensor, x0: Tensor) -> Tensor:
-            r = y_tilde - op.A(c.mean(x_t, x0))
-            return -(r**2).reshape(r.shape[0], -1).sum(-1) / (2 * var)
+            return -neg_log_gaussian(op, y_tilde, c.mean(x_t, x0), var)
         return log_g
     fit = predictive_fit(problem, op, y_tilde, math.sqrt(alpha_bar_low), per_item, device)
 
@@ -218,7 +222,7 @@ class DCPSSampler(Sampler):
             var_l = var_y * (sched.alpha_bar_at(k_low) if cfg.block_variance == "evidence" else 1.0)
 
             def neg_log_g(z: Tensor, y_tilde: Tensor = y_tilde, var_l: float = var_l) -> Tensor:
-                return ((y_tilde - op.A(z)) ** 2).reshape(z.shape[0], -1).sum(-1) / (2 * var_l)
+                return neg_log_gaussian(op, y_tilde, z, var_l)
 
             # a. tamed ULA at k_high on β̂(x) p_{k_high}(x)
             if cfg.langevin_steps:
