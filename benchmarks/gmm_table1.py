@@ -134,8 +134,8 @@ def markdown(sections, info, args) -> str:
              "Speed: seconds per 1000 posterior samples on this CPU; overhead = total time / time inside "
              "prior evaluations.",
              "'beats prior': the seeds on which a sampler's SW is below that of as many prior samples "
-             "(`diffinv.compare.prior_sw`, what ignoring y scores); a row run before that baseline existed is "
-             "scored against the same seed's baseline from another row.", ""]
+             "(`diffinv.compare.prior_sw`, what ignoring y scores); a row run before that baseline "
+             "existed is scored against the same seed's baseline from another row.", ""]
     for dx, rows in sections:
         lines += [f"## d_x = {dx}", "",
                   "| sampler | SW median | SW mean ± sd | published SW median / mean ± sd | Δw (ours) | "

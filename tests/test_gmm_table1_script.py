@@ -33,7 +33,8 @@ def test_merged_report_counts_the_seeds_that_beat_the_prior(monkeypatch, tmp_pat
     part = tmp_path / "part.json"
     part.write_text(json.dumps({"machine": {"version": "0", "torch": "0", "python": "3", "cpu": "x",
                                             "threads": 1, "cores": 1, "total_seconds": 1.0, "command": "c"},
-                                "records": [record("new", 0, 1.0, prior=2.0), record("new", 1, 1.0, prior=0.5),
+                                "records": [record("new", 0, 1.0, prior=2.0),
+                                            record("new", 1, 1.0, prior=0.5),
                                             record("old", 0, 3.0), record("old", 1, 0.1)]}))
     monkeypatch.setattr(sys, "argv", ["gmm_table1.py", "--merge", str(part), "--out", str(tmp_path / "out")])
     gmm_table1.main()
