@@ -1,4 +1,4 @@
-"""Regenerate the GMM Table-1 benchmark report (gmm_benchmark.md §8 protocol).
+"""Regenerate the GMM Table-1 benchmark report (the protocol of DCPS Table 1, Janati et al., 2024).
 
     python benchmarks/gmm_table1.py [--seeds 20] [--num-samples 2000] [--samplers a,b]
                                     [--out benchmarks/results]
@@ -26,7 +26,7 @@ from diffinv import __version__
 from diffinv.compare import CSV_FIELDS, CompareConfig, parse_seeds, run_compare, summarise
 from diffinv.typed import parse_value
 
-# Published (DCPS, ICML-submission Table 1; gmm_benchmark.md §8): SW median / mean ± sd, Δw mean ± sd.
+# Published (DCPS, Janati et al., 2024, ICML-submission Table 1): SW median / mean ± sd, Δw mean ± sd.
 PUBLISHED = {
     10: {"mcgdiff": "2.25 / 2.69 ± 2.07", "dps": "3.12 / 5.64 ± 8.45", "ddrm": "2.66 / 3.06 ± 1.90",
          "dcps": "1.26 / 2.59 ± 2.83 (DCPS500)"},

@@ -20,7 +20,7 @@ image side (rounded to pixels); integers are pixels. Operators that draw at rand
 inpainting, motion blur) take ``seed`` (default 0), so a preset always means the same mask/kernel.
 ``inpaint_mask`` needs ``mask`` (a PNG, white = observed) and ``blur_kernel`` needs ``kernel``
 (.npy or PNG). Unknown keys anywhere are rejected with the key path named; Poisson noise is not
-offered (no sampler here has its likelihood; operators.md §2).
+offered (no sampler here has its likelihood).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Conventions (one place for the whole package)
 * Forward process (DDPM, Ho et al. 2020):  x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε,  t = 0, …, T − 1,
   ᾱ_t = Π_{s ≤ t} (1 − β_s)  (0-indexed, so ᾱ_0 = 1 − β_0 ≈ 0.9999).
 * The network (or analytic prior) is queried at integer time t with noise level ᾱ_t — the same index.
-  The DCPS code prepends a 1.0 to ᾱ and queries the network one step off (samplers.md, pitfall S1);
-  we do not.
+  The official DCPS code (YazidJanati/dcps) prepends a 1.0 to ᾱ and so queries the network one step
+  off (an off-by-one noted in a comment of that code); we do not.
 * The pseudo-time ``CLEAN = -1`` denotes the clean data, ᾱ_{-1} := 1. A bridge step into ``CLEAN``
   returns x̂0 exactly, so every sampler ends at t = 0 "cleanly" with one last denoising.
 

@@ -27,8 +27,9 @@ def test_linear_alpha_bar_known_values():
     sch = linear_schedule()
     # ᾱ_0 = 1 − β_0 = 0.9999 (0-indexed, no prepended 1.0)
     assert sch.alpha_bar_at(0) == pytest.approx(0.9999, abs=1e-12)
-    # ᾱ_t = Π (1 − β_s), β = linspace(1e-4, 0.02, 1000); reference values of samplers.md §1.1 shifted by one
-    # (their 1001-entry array has acp[t] = ᾱ_{t−1}): acp[100] = 0.897 → ᾱ_99, acp[1000] = 4.04e-5 → ᾱ_999.
+    # ᾱ_t = Π (1 − β_s), β = linspace(1e-4, 0.02, 1000); reference values of the official DCPS code's
+    # 1001-entry ᾱ array shifted by one (a 1.0 is prepended there, so acp[t] = ᾱ_{t−1}):
+    # acp[100] = 0.897 → ᾱ_99, acp[1000] = 4.04e-5 → ᾱ_999.
     assert sch.alpha_bar_at(99) == pytest.approx(0.897, abs=1e-3)
     assert sch.alpha_bar_at(332) == pytest.approx(0.321, abs=1e-3)
     assert sch.alpha_bar_at(999) == pytest.approx(4.04e-5, rel=1e-2)

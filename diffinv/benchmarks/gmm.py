@@ -1,8 +1,8 @@
-r"""The 25-component Gaussian-mixture benchmark with exact posteriors (gmm_benchmark.md).
+r"""The 25-component Gaussian-mixture benchmark with exact posteriors (MCGDiff and DCPS papers).
 
 Prior: means μ_ij = (8i, 8j, 8i, 8j, …) ∈ R^{d_x} for i, j ∈ {−2, …, 2} (d_x even), unit covariances,
-weights w = e²/Σe² with e ~ N(0, I_25) (version (A), §1).
-Operator and noise (version (A), §2): G ~ N(0, 1)^{d_y×d_x} = U diag(·) Vᵀ; A = U diag(s) V_{1:d_y}ᵀ with
+weights w = e²/Σe² with e ~ N(0, I_25) (as in the MCGDiff paper's experiment code, Cardoso et al., 2024).
+Operator and noise (the same code): G ~ N(0, 1)^{d_y×d_x} = U diag(·) Vᵀ; A = U diag(s) V_{1:d_y}ᵀ with
 s = sort(U(0,1)^{d_y}) descending; x* ~ prior; σ_y = u·max(s), u ~ U(0, 1); y = A x* + σ_y ε.
 RNG order from ``seed``: weights, G, s, x*, u, ε. Unlike the MCGDiff harness, the weights are drawn
 from the per-seed generator, so each seed is a different mixture.

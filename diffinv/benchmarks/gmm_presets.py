@@ -67,9 +67,9 @@ median SW over those seeds in brackets (see benchmarks/results/ for the benchmar
   0.26, N = 4096 × 500 0.30, N = 4096 × 128 0.19; seeds 100–104: N = 8192 × 128 (6 554 NFE) 0.13,
   N = 4096 × 128 0.13 (exact 0.10). Draws from one filter are not independent (they share its
   particles); resampling only when the ESS fell under N/2 did worse on the benchmark seeds (0.30).
-* dcps: M = 500 Langevin steps ("DCPS500" of the slides), ULA step γ = 0.05, normalised lr = 1.0 at
+* dcps: M = 500 Langevin steps ("DCPS500", DCPS Table 1), ULA step γ = 0.05, normalised lr = 1.0 at
   d_x = 10 [1.66; M = 50 gave 2.03 on seeds 100–102, γ = 1e-3 (images) 3.05, γ = 0.2 3.53, lr = 0.3
-  2.83, K = 5 3.40]. The lr is an absolute L2 step (pitfall S22), so it is scaled as √(d_x/10) to
+  2.83, K = 5 3.40]. The lr is an absolute L2 step, so it is scaled as √(d_x/10) to
   keep the per-coordinate step fixed. Checked at d_x = 100 on seed 100 (one run each, noisy): lr = 1.0 /
   2.0 / 3.16 / 4.0 / 5.6 gave SW 4.50 / 4.12 / 2.61 / 5.08 / 9.8, and lr = 10 diverged — keep √(d_x/10).
   The ULA step grows with d_x as γ = 0.05 (d_x/10)^0.3 (0.05 at d_x = 10, 0.1 at d_x = 100): the taming

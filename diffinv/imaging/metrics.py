@@ -1,4 +1,4 @@
-r"""Image-quality metrics on the [0, 1] pixel scale (operators.md §11.2).
+r"""Image-quality metrics on the [0, 1] pixel scale (as in the official DCPS code, YazidJanati/dcps).
 
 * PSNR = 10 log10(1 / MSE) with peak 1, per image; x, ref (C, H, W) or (B, C, H, W).
 * SSIM (Wang et al. 2004): Gaussian window 11×11, σ = 1.5, C1 = (0.01)², C2 = (0.03)², data range 1,

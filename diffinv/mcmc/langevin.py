@@ -1,4 +1,4 @@
-r"""Tamed unadjusted Langevin step (Hutzenthaler, Jentzen & Kloeden 2012; DCPS slides eq. 1).
+r"""Tamed unadjusted Langevin step (Hutzenthaler, Jentzen & Kloeden 2012; DCPS, Janati et al., 2024).
 
 For a target π with G = ∇ log π(x), per sample (norm over all non-batch dimensions):
 

@@ -2,7 +2,7 @@ r"""Linear operators y = A x on batches, with an optional SVD given as fast tran
 
 Shapes: x is (B, *in_shape) with d = prod(in_shape); y is (B, *out_shape) with m = prod(out_shape).
 
-SVD layout (the DDRM ``H_functions`` convention, operators.md §3): A = U diag(s) Vᵀ with
+SVD layout (the convention of the DDRM code's ``H_functions``, Kawar et al., 2022): A = U diag(s) Vᵀ with
 U: R^m → R^m and V: R^d → R^d orthogonal, given as transforms
 
     Vt(x) : (B, *in_shape)  → (B, d)     spectral coordinates x̄ = Vᵀ x

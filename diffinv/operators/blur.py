@@ -1,10 +1,10 @@
 r"""Deblurring operators: circular convolution with a fixed kernel, diagonalised by the 2-D DFT.
 
 References: the Gaussian / motion blur tasks of DPS (Chung et al., 2023) and the DDRM deblurring
-classes (Kawar et al., 2022); operators.md §6. Deviation: DPS convolves with reflect padding and
-DDRM with zero padding (truncated SVD); here the boundary is **circular** so that the operator has
-an exact, cheap SVD (operators.md §10: "a Fourier-domain (circular) surrogate gives an exact closed
-form"). Simulate y with this same operator.
+classes (Kawar et al., 2022). Deviation: DPS convolves with reflect padding and DDRM with zero
+padding (truncated SVD); here the boundary is **circular** so that the operator has an exact, cheap
+SVD in closed form (the 2-D DFT diagonalises a circular convolution). Simulate y with this same
+operator.
 
 Sketch: y = k ⊛ x per channel (circular, same size), ŷ_f = K̂_f x̂_f with x̂ = fft2(x, "ortho") and
 K̂ = fft2(kernel embedded centred at the origin). For a real kernel K̂_{−f} = conj(K̂_f), so a real
@@ -41,7 +41,7 @@ def _image_shape(shape) -> tuple[int, int, int]:
 def gaussian_kernel(size: int = 61, sigma: float = 3.0, truncate: float = 4.0) -> Tensor:
     r"""size×size separable Gaussian g_i g_j, g_i ∝ exp(−i²/2σ²) for |i| ≤ ⌊truncate·σ + ½⌋ (0 beyond),
     i measured from the centre size//2; sums to 1. Defaults = the DPS kernel (61 taps, σ = 3 ⇒ 25×25
-    support, operators.md §6)."""
+    support; the official DPS code, DPS2022/diffusion-posterior-sampling)."""
     if size < 1 or sigma <= 0:
         raise ValueError(f"sigma: expected size ≥ 1 and sigma > 0, got size={size}, sigma={sigma}")
     i = torch.arange(size, dtype=torch.float64) - size // 2

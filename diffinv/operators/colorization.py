@@ -1,6 +1,6 @@
 r"""Colorization: observe the grey level (channel mean) of every pixel.
 
-Reference: DDRM ``Colorization`` (Kawar et al., 2022), operators.md §7. Deviation: DDRM weighs the
+Reference: the ``Colorization`` class of the DDRM code (Kawar et al., 2022). Deviation: DDRM weighs the
 channels (0.3333, 0.3334, 0.3333); we use exactly 1/C each so that s = 1/√C exactly.
 
 Sketch: per pixel, y = hᵀ x_pix with h = (1/C)·1 = (1/√C)·u, u = 1/√C (unit vector).

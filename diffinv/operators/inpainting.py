@@ -1,7 +1,7 @@
 r"""Inpainting / outpainting: observe the image entries inside a fixed mask.
 
-References: DDRM ``Inpainting`` (Kawar et al., 2022); mask geometries of DPS, DCPS and MGPS
-(operators.md §5).
+References: DDRM ``Inpainting`` (Kawar et al., 2022); mask geometries of DPS (Chung et al., 2023),
+DCPS (Janati et al., 2024) and MGPS (Moufad et al., 2025), as set in their official code.
 
 Sketch: a boolean mask M of the image shape (C, H, W) (True = observed) is fixed at construction.
   y = x[M], flattened in (C, H, W) order: y ∈ R^m, m = #M.

@@ -1,7 +1,7 @@
 r"""Observation-noise models. Gaussian: y = A x + σ_y ε, ε ~ N(0, I).
 
 σ_y is in the units of the data the operator acts on (for images diffinv uses the [0, 1] pixel
-scale; see operators.md §2).
+scale; see the units note in :mod:`diffinv.problems`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 r"""Super-resolution operators: r×r average pooling and bicubic (anti-aliased) downsampling.
 
-References: DDRM (Kawar et al., 2022) ``SuperResolution`` and ``SRConv``; the DPS bicubic Resizer
-(Chung et al., 2023) — see operators.md §3.2, §3.3 and §4 for the definitions used here.
+References: DDRM (Kawar et al., 2022) ``SuperResolution`` and ``SRConv`` (the DDRM code's
+H_functions); the bicubic Resizer of the official DPS code (Chung et al., 2023).
 
-Sketch (both are SVD operators, operators.md §3 layout):
+Sketch (both are SVD operators, in the layout of :mod:`diffinv.operators.base`):
   average pooling: each r×r block b ∈ R^{r²} maps to its mean (1/r²) 1ᵀ b = (1/r) uᵀ b with the unit
     vector u = 1/r; one r²×r² orthogonal Q (first column u) gives per-block coordinates Qᵀ b whose
     first entry is the scaled block mean (singular value 1/r), the others span the null space.
@@ -116,7 +116,7 @@ def bicubic_matrix(n: int, factor: int, boundary: str = "reflect") -> Tensor:
     Output pixel i has centre c_i = (i + ½) r − ½ in input pixel units; input pixel j gets the
     weight W((j − c_i)/r) (Keys kernel stretched by r: 4r taps), normalised so each row sums to 1.
     Taps outside [0, n) are folded back: ``reflect`` = half-sample symmetric (−1 → 0, n → n − 1;
-    the DPS Resizer / DDRM SRConv convention, operators.md §4), ``circular`` = modulo n.
+    the DPS Resizer / DDRM SRConv convention), ``circular`` = modulo n.
     """
     if boundary not in ("reflect", "circular"):
         raise ValueError(f"boundary: expected 'reflect' or 'circular', got {boundary!r}")

@@ -1,6 +1,6 @@
 r"""Exact analytic diffusion priors: a Gaussian mixture (and the Gaussian as its K = 1 case).
 
-Diffusing X_0 ~ Σ_k w_k N(μ_k, Σ_k) through x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε gives (gmm_benchmark.md §3)
+Diffusing X_0 ~ Σ_k w_k N(μ_k, Σ_k) through x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε gives, in closed form,
 
     q_t = Σ_k w_k N(√ᾱ_t μ_k, C_k),   C_k = ᾱ_t Σ_k + (1−ᾱ_t) I = Q_k diag(ᾱ_t λ_k + 1 − ᾱ_t) Q_kᵀ,
 

@@ -4,13 +4,14 @@ p(x) = Σ_k w_k N(x; μ_k, Σ_k), x ∈ R^d (flattened; the data shape is kept f
 
 Each Σ_k is stored as an eigen-decomposition Σ_k = Q_k diag(λ_k) Q_kᵀ, or, when all components are
 isotropic, as one variance v_k per component (Q_k = I, λ_k = v_k·1) — the fast path of the
-25-component benchmark (gmm_benchmark.md §1). Everything is float64.
+25-component benchmark (:mod:`diffinv.benchmarks.gmm`). Everything is float64.
 
 Posterior (linear Gaussian likelihood, any covariances) — Bishop (2006) §2.3.3, per component:
     S_k  = A Σ_k Aᵀ + σ_y² I,      G_k = Σ_k Aᵀ S_k⁻¹,
     μ̃_k = μ_k + G_k (y − A μ_k),   Σ̃_k = Σ_k − G_k A Σ_k,
     w̃_k ∝ w_k N(y; A μ_k, S_k).
-With Σ_k = I this is gmm_benchmark.md §4.
+With Σ_k = I (the benchmark), Σ̃ = (I + AᵀA/σ_y²)⁻¹ for every k and μ̃_k = Σ̃ (Aᵀy/σ_y² + μ_k): the exact
+posterior of the GMM experiments of MCGDiff (Cardoso et al., 2024) and DCPS (Janati et al., 2024).
 """
 
 from __future__ import annotations

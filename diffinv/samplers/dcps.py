@@ -16,9 +16,10 @@ From the top (x ~ N(0, I) at T−1), for each block [k_low, k_high]:
        ‖ỹ_ℓ − A z‖²/(2σ_y²), z = bridge(x' → k_low) sample (1 fwd + 1 bwd each when t' > k_low); draw
        x_{t'} ~ N(m, e^{2s}).
 
-Choices: the block grids are deduplicated (pitfall S20); in the last block the bridge to k_low is the
+Choices: the block grids are deduplicated (the official code's int-truncated grids repeat times when a
+block holds fewer integer times than steps, which gives σ_p = 0); in the last block the bridge to k_low is the
 bridge to clean data (x̂0, a DPS-like term); the last block runs down to t' = 0 and we return
-x̂0(x_0, 0) (1 extra forward evaluation; the official code stops at b_1 ≈ 3 with residual noise, S21);
+x̂0(x_0, 0) (1 extra forward evaluation; the official code stops at b_1 ≈ 3 with residual noise);
 when t' = k_low the bridge is the identity and no network call is made (the code wastes one).
 Defaults are the official image demo's: 3 blocks, 300 steps, M = 5, γ = 1e-3, K = 2, lr = 1.5.
 
@@ -30,7 +31,7 @@ Freedoms of the paper, off by default (the code's choices):
   separate, so a block end above that time lets the last block (k_0 = 0, the true likelihood) choose them.
 * ``ula_variance = "predictive"``: the ULA potential N(ỹ_ℓ; A μ(x), σ_y² I + τ² A Aᵀ) with
   τ² = c_0² (1 − ᾱ_{k_high}) + σ_b², the variance of x_{k_low} | x_{k_high} under p(x_0 | x_t) ≈
-  N(x̂0, (1 − ᾱ_t) I) (ΠGDM's r_t²) — the slides' closed-form β̂ (σ_b² A Aᵀ) plus the x̂0 uncertainty.
+  N(x̂0, (1 − ᾱ_t) I) (ΠGDM's r_t²) — the DCPS paper's closed-form β̂ (σ_b² A Aᵀ) plus the x̂0 uncertainty.
   The code's σ_y² alone over-weights modes (in the last block, N(y; A μ_j, ᾱ A Aᵀ + σ_y²)).
 * ``ula_variance = "evidence"``: the ULA potential N(ỹ_ℓ; A μ(x), ᾱ_l σ_y² I + (ᾱ_l − q)₊ A Aᵀ), with
   ᾱ_l = ᾱ_{k_low}, ᾱ_h = ᾱ_{k_high} and q = (c_x + c_0 √ᾱ_h)², the variance that gives every prior mode

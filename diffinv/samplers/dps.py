@@ -21,7 +21,7 @@ per spectral direction i of y as the smaller of the two:
 far above the bound once t is small, since it shrinks with neither σ_y nor the step length; it pins A x̂0
 to y and so over-fits the noise (measured in ``diffinv/benchmarks/gmm_presets.py``).
 
-Choices (samplers.md §2.3, §2.5, pitfalls S3–S6):
+Choices (against the paper and the official DPS code, DPS2022/diffusion-posterior-sampling):
 * ζ is the paper's ζ' on ∇‖r‖² / ‖r‖; the official code's ``scale`` multiplies ∇‖r‖, so scale = 2ζ.
 * ‖r‖ is per sample; the official code takes one norm over the whole batch, coupling samples.
 * Fixed variance of the DDIM(η) bridge (η = 1: DDPM β̃_t), not the ADM learned variance.

@@ -8,8 +8,8 @@ r"""Pieces shared by the guided samplers (DPS, ΠGDM, DCPS, TDS): written once, 
   operator has one (ȳ = Uᵀy, x̄ = Vᵀx̂0, r̄_i = ȳ_i − s_i x̄_i, Σ diagonal with σ_y² + τ² s_i²), by
   conjugate gradients on (A Aᵀ + λ I), λ = σ_y²/τ², otherwise. ∇_{x̂0} (−½ q) = v, so the guidance
   gradient of log p̃ is the vector–Jacobian product ⟨v, x̂0⟩ back-propagated to x_t with v detached.
-  Spectral coordinates without an observed partner (s⁺_i = 0) carry no gradient (pitfall S9); they
-  enter q with σ_y² alone (a constant across particles).
+  Spectral coordinates without an observed partner (s⁺_i = 0) carry no gradient (masked, so
+  σ_y = 0 gives no 0/0); they enter q with σ_y² alone (a constant across particles).
 """
 
 from __future__ import annotations

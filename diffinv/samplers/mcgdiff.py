@@ -1,6 +1,6 @@
 r"""MCGDiff — Monte Carlo guided diffusion (Cardoso, Janati, Le Corff, Moulines, ICLR 2024).
 
-A Feynman–Kac model in the SVD basis x̄ = Vᵀx of A = U diag(s) Vᵀ (samplers.md §5). With ȳ = Uᵀy, the
+A Feynman–Kac model in the SVD basis x̄ = Vᵀx of A = U diag(s) Vᵀ. With ȳ = Uᵀy, the
 observed coordinate i satisfies ȳ_i/s_i = x̄_{0,i} + (σ_y/s_i) ε. It is "pinned" at a grid time τ_i:
 the latest grid time with ᾱ_τ σ_y²/s_i² ≥ 1 − ᾱ_τ (τ_i = 0 if σ_y = 0 or none), by the potential
 N(ỹ_i; x̄_{τ_i,i}, κ_i), ỹ_i = √ᾱ_τ ȳ_i/s_i, with κ_i = ᾱ_τ σ_y²/s_i² − (1 − ᾱ_τ) (floored at κ). Under the
@@ -18,16 +18,17 @@ independent filters (tensors (F, N, d)), with Act(t) = {observed i : τ_i ≤ t}
     4. mutate from the optimal proposal ∝ G_{t'}(z) N(z; m, σ²): per coordinate, K = σ²/(σ² + v),
        z_i = K μ_{t',i} + (1 − K) m_i + √(K v) ξ_i on active coordinates, z_i = m_i + σ ξ_i elsewhere.
 
-The denominator runs over Act(t') only: a released pin is never divided out ("keep pins", the
-MCGDiff-paper filter, §5.7), so the weighted particles target prior × Π_i pin_i = the posterior
-(exactly when κ_i is not floored). We chose this over the current official code's "divide the pin
-out, then reweight by p(y | x_0)/G_{τ_min}" (pitfall S15): that final importance step goes from a
-κ-narrow proposal to a wide target and, as we measured, biases log Ẑ by ≈ ½ log(1/(2πκ)) and the
-samples with it. Initial particles x̄ ~ N(0, I) are weighted by G_T; after τ_min the particles move
-by plain DDIM(η) transitions to clean data; log Ẑ + Σ_i log(√ᾱ_{τ_i}/s_i) + (terms of unobserved
-measurement coordinates) estimates log p(y). Noiseless case: the observed coordinates of the
-returned x̄ are set to ȳ_i/s_i exactly. ESS-adaptive resampling is available (the official code
-resamples at every step, the default here too).
+The denominator runs over Act(t') only: a released pin is never divided out ("keep pins", as in the
+older filter of the MCGDiff paper's experiment code), so the weighted particles target
+prior × Π_i pin_i = the posterior (exactly when κ_i is not floored). We chose this over the current
+official code's (gabrielvc/mcg_diff) "divide the pin out, then reweight by p(y | x_0)/G_{τ_min}":
+that final importance step goes from a κ-narrow proposal to a wide target and, as we measured,
+biases log Ẑ by ≈ ½ log(1/(2πκ)) and the samples with it. Initial particles x̄ ~ N(0, I) are
+weighted by G_T; after τ_min the particles move by plain DDIM(η) transitions to clean data;
+log Ẑ + Σ_i log(√ᾱ_{τ_i}/s_i) + (terms of unobserved measurement coordinates) estimates log p(y).
+Noiseless case: the observed coordinates of the returned x̄ are set to ȳ_i/s_i exactly.
+ESS-adaptive resampling is available (the official code resamples at every step, the default here
+too).
 
 The filter is a model on the Feynman–Kac engine (:mod:`diffinv.smc.engine`): steps 1–2 are its
 look-ahead (the predictive weight, before resampling), step 4 its move; the engine does 3. The

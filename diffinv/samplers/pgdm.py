@@ -1,19 +1,21 @@
 r"""ΠGDM — Pseudoinverse-Guided Diffusion Models (Song, Vahdat, Mardani, Kautz, ICLR 2023).
 
 Approximating p(x_0 | x_t) ≈ N(x̂0(x_t), r_t² I) gives p(y | x_t) ≈ N(A x̂0, r_t² A Aᵀ + σ_y² I) and the
-guidance (samplers.md §3.1, ★, times r_t²)
+guidance (r_t² times ∇_{x_t} of the log of that Gaussian, differentiated through its mean A x̂0 only)
 
     g_t = J_tᵀ Aᵀ (A Aᵀ + (σ_y²/r_t²) I)⁻¹ (y − A x̂0),   r_t² = 1 − ᾱ_t  (VP form of σ_t²/(1+σ_t²)),
 
 computed as one vector–Jacobian product: v = Aᵀ(…)⁻¹(y − A x̂0) is detached and ⟨v, x̂0⟩ is
-back-propagated to x_t. The sample moves by a DDIM(η) step plus the guidance (ΠG-VP, §3.3):
+back-propagated to x_t. The sample moves by a DDIM(η) step plus the guidance (the VP form of
+ΠGDM's guided DDIM step):
 
     x_s = c_x x_t + c_0 x̂0 + σ_{t→s} z + w √ᾱ_s √ᾱ_t g_t.
 
-The bracket uses the operator's SVD when it has one (§3.5: V[s_i(ȳ_i − s_i x̄̂0_i)/(s_i² + σ_y²/r_t²)],
-zero where s_i = 0, pitfall S9) and conjugate gradients on A Aᵀ + λ I otherwise. The weight √ᾱ_s√ᾱ_t
-is the one of the NVIDIA RED-diff code (``awd``), azula and DCPS / MGPS; σ_y is used (unlike RED-diff,
-S10). Cost: 1 forward + 1 backward per step. The last step (0 → clean) returns x̂0 + w √ᾱ_0 g_0.
+The bracket uses the operator's SVD when it has one (V[s_i(ȳ_i − s_i x̄̂0_i)/(s_i² + σ_y²/r_t²)],
+zero where s_i = 0, so σ_y = 0 gives no 0/0) and conjugate gradients on A Aᵀ + λ I otherwise. The
+weight √ᾱ_s√ᾱ_t is the one of the NVIDIA RED-diff code (``awd``), azula and DCPS / MGPS; σ_y is used
+(RED-diff's ΠGDM ignores it). Cost: 1 forward + 1 backward per step. The last step (0 → clean)
+returns x̂0 + w √ᾱ_0 g_0.
 
 Steps and weight are coupled: the weight √ᾱ_s√ᾱ_t does not shrink with the step (the guided score's
 DDIM step would move the sample by w g_t (√ᾱ_s/√ᾱ_t − c_x), which does), so each added step adds

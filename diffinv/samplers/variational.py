@@ -1,4 +1,4 @@
-r"""Fit of a diagonal-Gaussian kernel by normalised stochastic gradient steps (DCPS, samplers.md §6.5).
+r"""Fit of a diagonal-Gaussian kernel by normalised stochastic gradient steps (DCPS, Janati et al., 2024).
 
 Minimises, per sample, the objective
 
@@ -8,7 +8,7 @@ Minimises, per sample, the objective
 whose minimiser is the Gaussian closest (in this KL) to the twisted kernel ∝ e^{−f(x)} N(x; μ_p, σ_p²).
 Each of the K steps draws one ξ (reparameterisation) and moves m and s by ``lr`` along their
 gradients normalised per sample: m ← m − lr · g_m / (1e-8 + ‖g_m‖) (the DCPS code's "SGD"; lr is an
-absolute L2 step length, so its meaning depends on the dimension, pitfall S22). Initialisation:
+absolute L2 step length, so its meaning depends on the dimension; tune it per problem). Initialisation:
 m = μ_p, s = log σ_p.
 """
 
