@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def main() -> None:
         info = dict(parts[0]["machine"])
         info["total_seconds"] = sum(p["machine"]["total_seconds"] for p in parts)
         info["command"] = " && ".join([p["machine"]["command"] for p in parts]
-                                      + ["python benchmarks/gmm_family.py " + " ".join(sys.argv[1:])])
+                                      + ["python benchmarks/gmm_family.py " + shlex.join(sys.argv[1:])])
         return write(out, list(unique.values()), info)
     names = tuple(s for s in args.samplers.split(",") if s) or tuple(SAMPLERS)
     skip = {tuple(int(v) for v in c.split(":")) for c in args.skip.split(",") if c}
@@ -153,7 +154,7 @@ def main() -> None:
     info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,
-            "command": "python benchmarks/gmm_family.py " + " ".join(sys.argv[1:])}
+            "command": "python benchmarks/gmm_family.py " + shlex.join(sys.argv[1:])}
     write(out, records, info)
 
 

@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def main() -> None:
         info = dict(parts[0]["machine"])
         info["total_seconds"] = sum(p["machine"]["total_seconds"] for p in parts)
         info["command"] = " && ".join(p["machine"]["command"] for p in parts)
-        info["command"] += " && python benchmarks/gmm_table1.py " + " ".join(sys.argv[1:])
+        info["command"] += " && python benchmarks/gmm_table1.py " + shlex.join(sys.argv[1:])
         write(out, all_records, sections, info, args)
         return
     variants = [v for v in args.variants.split(";") if v]
@@ -96,7 +97,7 @@ def main() -> None:
     info = {"version": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "total_seconds": time.perf_counter() - start,
-            "command": "python benchmarks/gmm_table1.py " + " ".join(sys.argv[1:])}
+            "command": "python benchmarks/gmm_table1.py " + shlex.join(sys.argv[1:])}
     write(out, all_records, sections, info, args)
 
 
